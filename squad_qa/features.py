@@ -1,0 +1,451 @@
+"""SquadExample -> InputFeatures: run_squad's doc-stride windows, with the Rust tokenizer.
+
+A context is usually longer than what fits next to the question in ``max_seq_length`` tokens, so it
+is cut into overlapping windows ("doc spans")::
+
+    [CLS] question [SEP] context tokens s .. s+len-1 [SEP] [PAD] ...
+
+The first window starts at token 0 and each next one ``doc_stride`` tokens later, until a window
+reaches the end of the context (run_squad: ``start_offset += min(length, doc_stride)``).
+
+Semantics follow the original ``run_squad.py`` (and transformers' legacy
+``squad_convert_examples_to_features``); only the *how* differs:
+
+* Word pieces come from one batched call of the fast (Rust) tokenizer over each distinct context,
+  not from one Python ``tokenize()`` call per whitespace word. Every run_squad word boundary is also
+  a BERT pre-tokenizer boundary, so the pieces are the same, and each piece is mapped back to its
+  run_squad word through its character offset. Those offsets are kept (``offsets``): the decoder
+  cuts answers straight out of the original context with them, which also works for text without
+  spaces (CJK), where one "word" is a whole sentence.
+* Windows are filled into preallocated numpy arrays; the result is column-wise (:class:`SquadFeatures`),
+  indexable as run_squad-style :class:`InputFeatures`, and cacheable as a plain ``.npz``.
+
+Max context: a token appears in several windows when they overlap. For prediction it "belongs" to the
+window where it has the most context on both sides, ``min(left, right) + 0.01 * window_length``
+(first window wins ties); the decoder only starts answers at such tokens.
+
+Span improvement: the answer is located on whitespace words, but "(1895-1943)." is one word while
+the answer "1895" is a single word piece. ``_improve_answer_span`` narrows the span to the tightest
+piece sequence equal to the tokenised answer text, as run_squad does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .data import SquadExample
+
+logger = logging.getLogger(__name__)
+
+_CACHE_FORMAT = 1
+_TOKENIZE_BATCH = 2000
+
+
+@dataclass
+class InputFeatures:
+    """One window, with run_squad's field names (a view built from :class:`SquadFeatures`)."""
+
+    unique_id: int
+    example_index: int
+    doc_span_index: int
+    tokens: list[str]
+    token_to_orig_map: dict[int, int]
+    token_is_max_context: dict[int, bool]
+    input_ids: list[int]
+    attention_mask: list[int]
+    token_type_ids: list[int]
+    cls_index: int
+    p_mask: list[int]
+    paragraph_len: int
+    start_position: int
+    end_position: int
+    is_impossible: bool
+    offsets: list[tuple[int, int]]
+
+
+@dataclass
+class SquadFeatures:
+    """All windows of a set of examples, column-wise. ``N`` windows of ``L = max_seq_length`` tokens.
+
+    Per-token arrays are ``[N, L]`` (``offsets`` is ``[N, L, 2]``); per-window arrays are ``[N]``.
+    Outside the context part of a window ``token_to_orig`` and ``offsets`` are -1 and
+    ``token_is_max_context`` is False. ``p_mask`` is 1 where an answer cannot be (question, [SEP],
+    padding) and 0 on context tokens and on [CLS] (the no-answer position).
+    """
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    p_mask: np.ndarray
+    token_is_max_context: np.ndarray
+    token_to_orig: np.ndarray
+    offsets: np.ndarray
+    seq_len: np.ndarray
+    unique_id: np.ndarray
+    example_index: np.ndarray
+    doc_span_index: np.ndarray
+    cls_index: np.ndarray
+    context_start: np.ndarray
+    paragraph_len: np.ndarray
+    start_position: np.ndarray
+    end_position: np.ndarray
+    is_impossible: np.ndarray
+    max_seq_length: int
+    vocab: np.ndarray | None = None  # id -> token string, for InputFeatures.tokens
+
+    @property
+    def _arrays(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name not in ("max_seq_length", "vocab")]
+
+    def __len__(self) -> int:
+        return len(self.unique_id)
+
+    def __getitem__(self, i: int) -> InputFeatures:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"feature index {i} out of range for {len(self)} features")
+        n = int(self.seq_len[i])
+        ctx = np.flatnonzero(self.token_to_orig[i] >= 0)
+        ids = self.input_ids[i].tolist()
+        return InputFeatures(
+            unique_id=int(self.unique_id[i]),
+            example_index=int(self.example_index[i]),
+            doc_span_index=int(self.doc_span_index[i]),
+            tokens=[] if self.vocab is None else self.vocab[self.input_ids[i, :n]].tolist(),
+            token_to_orig_map={int(p): int(self.token_to_orig[i, p]) for p in ctx},
+            token_is_max_context={int(p): bool(self.token_is_max_context[i, p]) for p in ctx},
+            input_ids=ids,
+            attention_mask=self.attention_mask[i].tolist(),
+            token_type_ids=self.token_type_ids[i].tolist(),
+            cls_index=int(self.cls_index[i]),
+            p_mask=self.p_mask[i].tolist(),
+            paragraph_len=int(self.paragraph_len[i]),
+            start_position=int(self.start_position[i]),
+            end_position=int(self.end_position[i]),
+            is_impossible=bool(self.is_impossible[i]),
+            offsets=[tuple(o) for o in self.offsets[i].tolist()],
+        )
+
+    def select(self, indices) -> "SquadFeatures":
+        """A subset of windows (e.g. a DDP shard); ``example_index`` still points into the same examples."""
+        indices = np.asarray(indices)
+        return SquadFeatures(
+            **{name: getattr(self, name)[indices] for name in self._arrays},
+            max_seq_length=self.max_seq_length,
+            vocab=self.vocab,
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write an uncompressed ``.npz`` atomically (no pickle inside)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {name: getattr(self, name) for name in self._arrays}
+        arrays["max_seq_length"] = np.asarray(self.max_seq_length)
+        if self.vocab is not None:
+            arrays["vocab"] = self.vocab.astype(str)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SquadFeatures":
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        max_seq_length = int(data.pop("max_seq_length"))
+        vocab = data.pop("vocab", None)
+        return cls(**data, max_seq_length=max_seq_length, vocab=vocab)
+
+
+def validate_feature_params(
+    max_seq_length: int, doc_stride: int, max_query_length: int, max_positions: int | None = None
+) -> None:
+    """Fail early, with the reason, on parameters that would make windows impossible."""
+    if max_query_length < 1:
+        raise ValueError(f"max_query_length must be >= 1, got {max_query_length}")
+    if max_seq_length < max_query_length + 4:
+        raise ValueError(
+            f"max_seq_length ({max_seq_length}) must leave room for the question (max_query_length "
+            f"{max_query_length}), 3 special tokens and at least one context token"
+        )
+    room = max_seq_length - max_query_length - 3
+    if not 0 < doc_stride < room:
+        raise ValueError(
+            f"doc_stride ({doc_stride}) must be in 1..{room - 1}: windows hold at least "
+            f"max_seq_length - max_query_length - 3 = {room} context tokens, and a stride that is not "
+            f"smaller than that would skip context between windows"
+        )
+    if max_positions is not None and max_seq_length > max_positions:
+        raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's {max_positions} position embeddings")
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    backend = tokenizer.backend_tokenizer.to_str()
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{backend}".encode()).hexdigest()
+
+
+def _examples_fingerprint(examples: Sequence[SquadExample]) -> str:
+    h = hashlib.sha256()
+    last_context = None
+    for ex in examples:
+        if ex.context_text is not last_context:  # contexts are shared per paragraph: hash each once
+            h.update(b"\x00C" + ex.context_text.encode())
+            last_context = ex.context_text
+        h.update(
+            f"\x00Q{ex.qas_id}\x01{ex.question_text}\x01{ex.is_impossible}\x01{ex.answer_text}\x01"
+            f"{ex.start_position}\x01{ex.end_position}".encode()
+        )
+    return h.hexdigest()
+
+
+def cache_key(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training) -> str:
+    """Key of a feature cache file: what was read, the tokenizer, and every parameter."""
+    params = json.dumps(
+        dict(format=_CACHE_FORMAT, max_seq_length=max_seq_length, doc_stride=doc_stride,
+             max_query_length=max_query_length, is_training=bool(is_training)),
+        sort_keys=True,
+    )
+    h = hashlib.sha256()
+    for part in (_examples_fingerprint(examples), _tokenizer_fingerprint(tokenizer), params):
+        h.update(part.encode())
+    return h.hexdigest()[:32]
+
+
+def convert_examples_to_features(
+    examples: Sequence[SquadExample],
+    tokenizer,
+    max_seq_length: int = 384,
+    doc_stride: int = 128,
+    max_query_length: int = 64,
+    is_training: bool = False,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = True,
+) -> SquadFeatures:
+    """Convert examples into doc-stride windows (run_squad's ``convert_examples_to_features``).
+
+    ``tokenizer`` must be a fast (Rust) BERT-style tokenizer. With ``cache_dir`` the result is stored
+    as ``features-<key>.npz`` keyed by the examples' content, the tokenizer and all parameters.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"a fast tokenizer is required (got {type(tokenizer).__name__}); load it with AutoTokenizer")
+    model_max = getattr(tokenizer, "model_max_length", None)
+    validate_feature_params(
+        max_seq_length, doc_stride, max_query_length,
+        model_max if isinstance(model_max, int) and model_max < 1_000_000 else None,
+    )
+
+    cache_path = None
+    if cache_dir is not None:
+        key = cache_key(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training)
+        cache_path = Path(cache_dir) / f"features-{key}.npz"
+        if cache_path.is_file():
+            logger.info("Loading cached features from %s", cache_path)
+            return SquadFeatures.load(cache_path)
+
+    features = _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training, show_progress)
+    if cache_path is not None:
+        features.save(cache_path)
+        logger.info("Cached %d features in %s", len(features), cache_path)
+    return features
+
+
+@dataclass
+class _Doc:
+    """A tokenised context: piece ids, their run_squad words and character offsets."""
+
+    ids: np.ndarray
+    words: np.ndarray
+    offsets: np.ndarray
+
+
+def _backend(tokenizer, max_length: int | None = None):
+    """A private copy of the Rust tokenizer, without padding and with the truncation we ask for.
+
+    Calling the Rust tokenizer directly skips transformers' per-encoding conversion into Python
+    dicts, which costs more than the tokenisation itself on train-v1.1; the copy keeps the caller's
+    tokenizer settings untouched.
+    """
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    if max_length is None:
+        backend.no_truncation()
+    else:
+        backend.enable_truncation(max_length=max_length)
+    return backend
+
+
+def _tokenize_contexts(examples, tokenizer, show_progress) -> tuple[list[_Doc], list[int]]:
+    index: dict[int, int] = {}  # id(context string) -> doc number; contexts are shared objects per paragraph
+    by_text: dict[str, int] = {}
+    contexts, c2w, doc_of_example = [], [], []
+    for ex in examples:
+        k = index.get(id(ex.context_text))
+        if k is None:
+            k = by_text.setdefault(ex.context_text, len(contexts))
+            if k == len(contexts):
+                contexts.append(ex.context_text)
+                c2w.append(ex.char_to_word_offset)
+            index[id(ex.context_text)] = k
+        doc_of_example.append(k)
+
+    docs: list[_Doc] = []
+    backend = _backend(tokenizer)
+    bar = tqdm(total=len(contexts), desc="tokenizing contexts", unit="ctx", disable=not show_progress)
+    for b in range(0, len(contexts), _TOKENIZE_BATCH):
+        batch = contexts[b : b + _TOKENIZE_BATCH]
+        for j, enc in enumerate(backend.encode_batch(batch, add_special_tokens=False)):
+            ids = enc.ids
+            offs = np.asarray(enc.offsets, dtype=np.int32).reshape(-1, 2)
+            char_to_word = np.asarray(c2w[b + j], dtype=np.int32)
+            # A piece never starts on whitespace, so its first character names its run_squad word.
+            words = char_to_word[offs[:, 0]] if len(offs) else np.zeros(0, np.int32)
+            docs.append(_Doc(np.asarray(ids, dtype=np.int32), words, offs))
+        bar.update(len(batch))
+    bar.close()
+    return docs, doc_of_example
+
+
+def _improve_answer_span(doc_ids: np.ndarray, start: int, end: int, answer_ids: list[int]) -> tuple[int, int]:
+    """The tightest piece span inside [start, end] equal to the tokenised answer (run_squad).
+
+    run_squad compares space-joined piece strings; pieces contain no spaces, so that is a comparison of
+    piece sequences of equal length, and only one end per start needs checking.
+    """
+    n = len(answer_ids)
+    if n == 0:
+        return start, end
+    target = np.asarray(answer_ids, dtype=doc_ids.dtype)
+    for s in range(start, end - n + 2):
+        if np.array_equal(doc_ids[s : s + n], target):
+            return s, s + n - 1
+    return start, end
+
+
+def _max_context_mask(starts: np.ndarray, lengths: np.ndarray, n_tokens: int) -> list[np.ndarray]:
+    """For each window, a bool mask over its tokens: True where that window gives the most context.
+
+    score(token p, window j) = min(p - start_j, end_j - p) + 0.01 * length_j; ties go to the first
+    window (run_squad compares with a strict ``>``; argmax returns the first maximum).
+    """
+    if len(starts) == 1:
+        return [np.ones(lengths[0], dtype=bool)]
+    p = np.arange(n_tokens)
+    left = p[None, :] - starts[:, None]
+    right = (starts + lengths - 1)[:, None] - p[None, :]
+    score = np.minimum(left, right) + 0.01 * lengths[:, None]
+    score[(left < 0) | (right < 0)] = -np.inf
+    best = score.argmax(axis=0)
+    return [best[s : s + n] == j for j, (s, n) in enumerate(zip(starts, lengths))]
+
+
+def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training, show_progress):
+    docs, doc_of_example = _tokenize_contexts(examples, tokenizer, show_progress)
+    # run_squad truncates the tokenised question to max_query_length pieces.
+    queries = [e.ids for e in _backend(tokenizer, max_query_length).encode_batch_fast(
+        [ex.question_text for ex in examples], add_special_tokens=False)]
+    answers = None
+    if is_training:
+        answers = [e.ids for e in _backend(tokenizer).encode_batch_fast(
+            [ex.answer_text or "" for ex in examples], add_special_tokens=False)]
+
+    # Plan every window first, so the arrays can be allocated once.
+    plans = []
+    for e, ex in enumerate(examples):
+        n = len(docs[doc_of_example[e]].ids)
+        room = max_seq_length - len(queries[e]) - 3
+        # Windows start at 0, stride, 2*stride, ... until one reaches the end of the context.
+        count = 1 + max(0, -(-(n - room) // doc_stride)) if n > 0 else 0
+        starts = np.arange(count) * doc_stride
+        lengths = np.minimum(n - starts, room)
+        plans.append((starts, lengths))
+    empty = sum(1 for s, _ in plans if len(s) == 0)
+    if empty:
+        logger.warning("%d questions have a context with no tokens and get no windows", empty)
+
+    N, L = sum(len(s) for s, _ in plans), max_seq_length
+    cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    out = dict(
+        input_ids=np.full((N, L), pad_id, np.int32),
+        attention_mask=np.zeros((N, L), np.int8),
+        token_type_ids=np.zeros((N, L), np.int8),
+        p_mask=np.ones((N, L), np.int8),
+        token_is_max_context=np.zeros((N, L), bool),
+        token_to_orig=np.full((N, L), -1, np.int32),
+        offsets=np.full((N, L, 2), -1, np.int32),
+        seq_len=np.zeros(N, np.int32),
+        unique_id=1_000_000_000 + np.arange(N, dtype=np.int64),
+        example_index=np.zeros(N, np.int32),
+        doc_span_index=np.zeros(N, np.int32),
+        cls_index=np.zeros(N, np.int32),
+        context_start=np.zeros(N, np.int32),
+        paragraph_len=np.zeros(N, np.int32),
+        start_position=np.zeros(N, np.int32),
+        end_position=np.zeros(N, np.int32),
+        is_impossible=np.zeros(N, bool),
+    )
+    out["p_mask"][:, 0] = 0  # [CLS] stands for "no answer"
+
+    f = 0
+    for e in tqdm(range(len(examples)), desc="building windows", unit="q", disable=not show_progress,
+                  mininterval=1.0):
+        ex, doc, q = examples[e], docs[doc_of_example[e]], queries[e]
+        starts, lengths = plans[e]
+        if not len(starts):
+            continue
+        max_ctx = _max_context_mask(starts, lengths, len(doc.ids))
+
+        tok_start = tok_end = -1
+        if is_training and not ex.is_impossible:
+            # First piece of the answer's first word .. last piece of its last word, then tightened.
+            tok_start = int(np.searchsorted(doc.words, ex.start_position, side="left"))
+            tok_end = int(np.searchsorted(doc.words, ex.end_position, side="right")) - 1
+            tok_start, tok_end = _improve_answer_span(doc.ids, tok_start, tok_end, answers[e])
+
+        c0 = len(q) + 2
+        for j, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
+            out["input_ids"][f, 0] = cls_id
+            out["input_ids"][f, 1:c0 - 1] = q
+            out["input_ids"][f, c0 - 1] = sep_id
+            out["input_ids"][f, c0:c0 + n] = doc.ids[s:s + n]
+            out["input_ids"][f, c0 + n] = sep_id
+            out["attention_mask"][f, :c0 + n + 1] = 1
+            out["token_type_ids"][f, c0:c0 + n + 1] = 1
+            out["p_mask"][f, c0:c0 + n] = 0
+            out["token_is_max_context"][f, c0:c0 + n] = max_ctx[j]
+            out["token_to_orig"][f, c0:c0 + n] = doc.words[s:s + n]
+            out["offsets"][f, c0:c0 + n] = doc.offsets[s:s + n]
+            out["seq_len"][f] = c0 + n + 1
+            out["example_index"][f] = e
+            out["doc_span_index"][f] = j
+            out["context_start"][f] = c0
+            out["paragraph_len"][f] = n
+            if is_training:
+                if ex.is_impossible:
+                    out["is_impossible"][f] = True
+                elif s <= tok_start and tok_end <= s + n - 1:
+                    out["start_position"][f] = tok_start - s + c0
+                    out["end_position"][f] = tok_end - s + c0
+                else:
+                    # The answer is not (wholly) in this window: train it to point at [CLS].
+                    out["is_impossible"][f] = True
+            f += 1
+
+    vocab = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=str)
+    logger.info("Converted %d questions into %d windows", len(examples), N)
+    return SquadFeatures(**out, max_seq_length=max_seq_length, vocab=vocab)
