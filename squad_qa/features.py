@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import tempfile
+import unicodedata
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -290,6 +291,28 @@ def _backend(tokenizer, max_length: int | None = None):
     return backend
 
 
+def _absorb_combining_marks(text: str, offsets: np.ndarray) -> None:
+    """Extend piece ends over the combining marks that follow them, in place.
+
+    The uncased normaliser strips accents, and the Rust tokenizer then reports "cafe\u0301" (a
+    decomposed "café") as the piece "cafe" covering only 4 characters. Cut with those offsets, an
+    answer would lose its accent; a mark belongs to the character before it, so it joins that piece.
+    """
+    if not len(offsets):
+        return
+    ends = offsets[:, 1]
+    next_starts = np.append(offsets[1:, 0], len(text))
+    codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    gap = ends < next_starts
+    # Combining marks all lie at U+0300 and above: look closer only at gaps that start there.
+    gap[gap] = codepoints[ends[gap]] >= 0x300
+    for i in np.flatnonzero(gap):
+        e = int(ends[i])
+        while e < next_starts[i] and unicodedata.category(text[e]).startswith("M"):
+            e += 1
+        offsets[i, 1] = e
+
+
 def _tokenize_contexts(examples, tokenizer, show_progress) -> tuple[list[_Doc], list[int]]:
     index: dict[int, int] = {}  # id(context string) -> doc number; contexts are shared objects per paragraph
     by_text: dict[str, int] = {}
@@ -312,6 +335,8 @@ def _tokenize_contexts(examples, tokenizer, show_progress) -> tuple[list[_Doc], 
         for j, enc in enumerate(backend.encode_batch(batch, add_special_tokens=False)):
             ids = enc.ids
             offs = np.asarray(enc.offsets, dtype=np.int32).reshape(-1, 2)
+            if not batch[j].isascii():
+                _absorb_combining_marks(batch[j], offs)
             char_to_word = np.asarray(c2w[b + j], dtype=np.int32)
             # A piece never starts on whitespace, so its first character names its run_squad word.
             words = char_to_word[offs[:, 0]] if len(offs) else np.zeros(0, np.int32)
