@@ -1,0 +1,518 @@
+"""Official SQuAD scoring: exact match (EM) and token F1, v1.1 and v2.0.
+
+This module re-implements, operation for operation, the two official evaluation
+scripts (``evaluate-v1.1.py`` and ``evaluate-v2.0.py``) so that the numbers it
+prints are the leaderboard numbers, bit for bit. The two scripts are not the
+same and the differences are kept on purpose:
+
+* v1.1 ``f1_score`` has no special case for empty strings: an empty prediction
+  (or a gold answer that normalises to nothing) scores F1 0.
+* v2.0 ``compute_f1`` treats an empty token list as "no answer": F1 is 1 when
+  both sides are empty and 0 when only one is. v2.0 also drops gold answers
+  that normalise to "" and, if none is left (unanswerable question), uses
+  [""] as the only gold answer.
+* v2.0 adds the HasAns/NoAns breakdown, the ``--na-prob-thresh`` rule (predict
+  "" when the no-answer probability exceeds the threshold) and, given
+  no-answer probabilities, the best achievable EM/F1 over all thresholds
+  (``find_best_thresh``).
+
+Where the official scripts crash or stay silent, this module instead reports:
+predictions that are not a JSON object of id -> string are rejected with the
+first bad entry named; questions without a prediction score 0 and are counted
+(the official v2.0 script would raise KeyError); predictions for ids that are
+not in the dataset are counted and ignored. With full coverage every number
+equals the official one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import re
+import string
+import sys
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from squad_qa.data import load_squad_json
+
+logger = logging.getLogger(__name__)
+
+VERSIONS = ("1.1", "2.0")
+_SHOW_IDS = 5  # how many offending ids a message names before "..."
+
+
+class EvaluationInputError(ValueError):
+    """Unusable input: wrong file shape, or a version mismatch that cannot be scored (message names what/where)."""
+
+
+# --------------------------------------------------------------------------- #
+# Normalisation and per-answer scores (identical in both official scripts)
+# --------------------------------------------------------------------------- #
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+# string.punctuation is ASCII only: curly quotes, dashes etc. survive, as in the official scripts.
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower text and remove punctuation, articles and extra whitespace (official order of steps)."""
+    text = s.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    # Articles are removed *after* punctuation, so "the." -> "the" -> "" and "a-b" -> "ab".
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match_score(prediction: str, ground_truth: str) -> float:
+    """1.0 if the normalised strings are equal (same in v1.1 and v2.0)."""
+    return float(normalize_answer(prediction) == normalize_answer(ground_truth))
+
+
+def _token_f1(pred_toks: list[str], gold_toks: list[str]) -> float:
+    common = Counter(pred_toks) & Counter(gold_toks)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0.0
+    precision = 1.0 * num_same / len(pred_toks)
+    recall = 1.0 * num_same / len(gold_toks)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def f1_score(prediction: str, ground_truth: str) -> float:
+    """Token F1 of the v1.1 script: empty prediction or empty gold -> 0."""
+    return _token_f1(normalize_answer(prediction).split(), normalize_answer(ground_truth).split())
+
+
+def f1_score_v2(prediction: str, ground_truth: str) -> float:
+    """Token F1 of the v2.0 script: if either side is empty ("no answer"), 1 if both are, else 0."""
+    pred_toks = normalize_answer(prediction).split() if prediction else []
+    gold_toks = normalize_answer(ground_truth).split() if ground_truth else []
+    if not pred_toks or not gold_toks:
+        return float(pred_toks == gold_toks)
+    return _token_f1(pred_toks, gold_toks)
+
+
+# --------------------------------------------------------------------------- #
+# Dataset walking and prediction coverage
+# --------------------------------------------------------------------------- #
+
+
+def _iter_qas(dataset: Sequence[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """Questions in file order (the order the official scripts sum in, which fixes rounding)."""
+    for article in dataset:
+        for paragraph in article["paragraphs"]:
+            yield from paragraph["qas"]
+
+
+def _show(ids: Sequence[str]) -> str:
+    head = ", ".join(ids[:_SHOW_IDS])
+    return head + (", ..." if len(ids) > _SHOW_IDS else "")
+
+
+@dataclass
+class Coverage:
+    """Which dataset questions have a prediction, and which predictions match no question."""
+
+    missing: list[str] = field(default_factory=list)  # in the dataset, not predicted: score 0
+    unknown: list[str] = field(default_factory=list)  # predicted, not in the dataset: ignored
+
+    def messages(self) -> list[str]:
+        out = []
+        if self.missing:
+            out.append(
+                f"{len(self.missing)} question(s) have no prediction and score 0: {_show(self.missing)}"
+            )
+        if self.unknown:
+            out.append(
+                f"{len(self.unknown)} prediction(s) are for ids not in the dataset and are ignored: "
+                f"{_show(self.unknown)}"
+            )
+        return out
+
+
+def check_coverage(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str]) -> Coverage:
+    dataset_ids = [qa["id"] for qa in _iter_qas(dataset)]
+    known = set(dataset_ids)
+    return Coverage(
+        missing=[qid for qid in dataset_ids if qid not in predictions],
+        unknown=[qid for qid in predictions if qid not in known],
+    )
+
+
+def validate_predictions(predictions: Any, source: str = "predictions") -> dict[str, str]:
+    """Check the run_squad predictions.json shape: a JSON object mapping question id -> answer string."""
+    if not isinstance(predictions, dict):
+        raise EvaluationInputError(
+            f"{source}: expected a JSON object mapping question id -> answer string, "
+            f"got a JSON {_json_type(predictions)}"
+        )
+    for qid, text in predictions.items():
+        if not isinstance(text, str):
+            raise EvaluationInputError(
+                f"{source}: entry {qid!r} is a JSON {_json_type(text)}, expected an answer string "
+                f'("" for no answer)'
+            )
+    return predictions
+
+
+def validate_na_probs(na_probs: Any, source: str = "na_probs") -> dict[str, float]:
+    """A JSON object mapping question id -> number (probability or null-odds score)."""
+    if not isinstance(na_probs, dict):
+        raise EvaluationInputError(
+            f"{source}: expected a JSON object mapping question id -> number, got a JSON {_json_type(na_probs)}"
+        )
+    for qid, value in na_probs.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EvaluationInputError(f"{source}: entry {qid!r} is a JSON {_json_type(value)}, expected a number")
+    return na_probs
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def is_v2_dataset(dataset: Sequence[Mapping[str, Any]]) -> bool:
+    """SQuAD 2.0 marks every question with ``is_impossible``; v1.1 has no such key."""
+    return any("is_impossible" in qa for qa in _iter_qas(dataset))
+
+
+# --------------------------------------------------------------------------- #
+# v1.1
+# --------------------------------------------------------------------------- #
+
+
+def _score_v1(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str]) -> dict[str, float]:
+    # Mirrors evaluate-v1.1.py evaluate(): running sums in file order, missing -> 0 but counted.
+    f1 = exact_match = 0.0
+    total = 0
+    for qa in _iter_qas(dataset):
+        total += 1
+        if qa["id"] not in predictions:
+            continue
+        ground_truths = [a["text"] for a in qa["answers"]]
+        if not ground_truths:
+            raise EvaluationInputError(
+                f"question {qa['id']!r} has no gold answers (a SQuAD 2.0 unanswerable question?); "
+                f"score this dataset with version 2.0"
+            )
+        prediction = predictions[qa["id"]]
+        exact_match += max(exact_match_score(prediction, gt) for gt in ground_truths)
+        f1 += max(f1_score(prediction, gt) for gt in ground_truths)
+    if total == 0:
+        raise EvaluationInputError("dataset has no questions")
+    return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
+
+
+def evaluate_v1(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str]) -> dict[str, float]:
+    """Official v1.1 scores of ``predictions`` on ``dataset`` (the JSON "data" list)."""
+    predictions = validate_predictions(predictions)
+    for message in check_coverage(dataset, predictions).messages():
+        logger.warning(message)
+    return _score_v1(dataset, predictions)
+
+
+# --------------------------------------------------------------------------- #
+# v2.0
+# --------------------------------------------------------------------------- #
+
+
+def _raw_scores_v2(dataset, predictions) -> tuple[dict[str, bool], dict[str, float], dict[str, float]]:
+    """Per-question has_ans, EM and F1 (get_raw_scores of evaluate-v2.0.py), keyed in file order."""
+    has_ans: dict[str, bool] = {}
+    exact: dict[str, float] = {}
+    f1: dict[str, float] = {}
+    for qa in _iter_qas(dataset):
+        qid = qa["id"]
+        has_ans[qid] = bool(qa["answers"])
+        gold_answers = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])]
+        if not gold_answers:
+            # For unanswerable questions the only correct answer is the empty string.
+            gold_answers = [""]
+        if qid not in predictions:
+            continue
+        pred = predictions[qid]
+        exact[qid] = max(exact_match_score(pred, gold) for gold in gold_answers)
+        f1[qid] = max(f1_score_v2(pred, gold) for gold in gold_answers)
+    return has_ans, exact, f1
+
+
+def _apply_no_ans_threshold(scores, na_probs, has_ans, na_prob_thresh) -> dict[str, float]:
+    # A question whose no-answer probability exceeds the threshold is answered "": right iff unanswerable.
+    return {
+        qid: float(not has_ans[qid]) if na_probs[qid] > na_prob_thresh else s for qid, s in scores.items()
+    }
+
+
+def _eval_dict(scores_em, scores_f1, qids: list[str]) -> OrderedDict:
+    # Questions without a prediction are absent from the score dicts and count as 0 (official: KeyError).
+    total = len(qids)
+    return OrderedDict(
+        [
+            ("exact", 100.0 * sum(scores_em.get(k, 0) for k in qids) / total),
+            ("f1", 100.0 * sum(scores_f1.get(k, 0) for k in qids) / total),
+            ("total", total),
+        ]
+    )
+
+
+def find_best_thresh(
+    predictions: Mapping[str, str],
+    scores: Mapping[str, float],
+    na_probs: Mapping[str, float],
+    has_ans: Mapping[str, bool],
+) -> tuple[float, float]:
+    """Best score over all no-answer thresholds, and the threshold reaching it (official algorithm).
+
+    Start from "answer nothing" (every unanswerable question right), then switch
+    questions to their predicted answer in increasing na_prob order, keeping the
+    best running total. Ties in na_prob are walked in na_probs' key order, as
+    the official script does (sorted() is stable). Questions without a
+    prediction are never right, so they neither start counted nor change the sum.
+    """
+    cur_score = sum(1 for qid, ans in has_ans.items() if not ans and qid in scores)
+    best_score = cur_score
+    best_thresh = 0.0
+    for qid in sorted(na_probs, key=lambda k: na_probs[k]):
+        if qid not in scores:
+            continue
+        if has_ans[qid]:
+            diff = scores[qid]
+        else:
+            # Raw truthiness, as official: a whitespace-only answer still costs the point.
+            diff = -1 if predictions[qid] else 0
+        cur_score += diff
+        if cur_score > best_score:
+            best_score = cur_score
+            best_thresh = na_probs[qid]
+    return 100.0 * best_score / len(has_ans), best_thresh
+
+
+def evaluate_v2(
+    dataset: Sequence[Mapping[str, Any]],
+    predictions: Mapping[str, str],
+    na_probs: Mapping[str, float] | None = None,
+    na_prob_thresh: float = 1.0,
+) -> OrderedDict:
+    """Official v2.0 fields, in the official order.
+
+    exact, f1, total, HasAns_{exact,f1,total}, NoAns_{exact,f1,total} (each
+    breakdown only if such questions exist) and, if ``na_probs`` is given,
+    best_exact, best_exact_thresh, best_f1, best_f1_thresh.
+    """
+    result, messages = _evaluate_v2(dataset, validate_predictions(predictions), na_probs, na_prob_thresh)
+    for message in messages:
+        logger.warning(message)
+    return result
+
+
+def _evaluate_v2(
+    dataset, predictions, na_probs, na_prob_thresh, na_source: str = "na_probs"
+) -> tuple[OrderedDict, list[str]]:
+    messages = check_coverage(dataset, predictions).messages()
+    has_ans, exact_raw, f1_raw = _raw_scores_v2(dataset, predictions)
+    if not has_ans:
+        raise EvaluationInputError("dataset has no questions")
+    given_na_probs = na_probs is not None
+    if na_probs is None:
+        na_probs = {qid: 0.0 for qid in predictions}
+    else:
+        na_probs = validate_na_probs(na_probs, na_source)
+        lacking = [qid for qid in exact_raw if qid not in na_probs]
+        if lacking:
+            # The official script would raise KeyError; a silent default would bias best_thresh.
+            raise EvaluationInputError(
+                f"{na_source}: {len(lacking)} predicted question(s) have no no-answer probability: {_show(lacking)}"
+            )
+        extra = [qid for qid in na_probs if qid not in has_ans]
+        if extra:
+            messages.append(
+                f"{na_source}: {len(extra)} entries are for ids not in the dataset and are ignored: {_show(extra)}"
+            )
+    exact_thr = _apply_no_ans_threshold(exact_raw, na_probs, has_ans, na_prob_thresh)
+    f1_thr = _apply_no_ans_threshold(f1_raw, na_probs, has_ans, na_prob_thresh)
+
+    out = _eval_dict(exact_thr, f1_thr, list(has_ans))
+    for prefix, wanted in (("HasAns", True), ("NoAns", False)):
+        qids = [qid for qid, ans in has_ans.items() if ans is wanted]
+        if qids:
+            for key, value in _eval_dict(exact_thr, f1_thr, qids).items():
+                out[f"{prefix}_{key}"] = value
+    if given_na_probs:
+        out["best_exact"], out["best_exact_thresh"] = find_best_thresh(predictions, exact_raw, na_probs, has_ans)
+        out["best_f1"], out["best_f1_thresh"] = find_best_thresh(predictions, f1_raw, na_probs, has_ans)
+    return out, messages
+
+
+# --------------------------------------------------------------------------- #
+# Files
+# --------------------------------------------------------------------------- #
+
+
+def read_json(path: str | Path) -> Any:
+    """Load a .json or .json.gz file; errors name the file (and line/column for bad JSON)."""
+    path = Path(path)
+    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise EvaluationInputError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise EvaluationInputError(f"{path}: not valid JSON ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:  # e.g. gzip.BadGzipFile, a directory
+        raise EvaluationInputError(f"{path}: cannot read ({e})") from None
+
+
+def _load_dataset(path: str | Path) -> dict:
+    """The SQuAD JSON via the shared loader, plus the fields scoring reads (the loader checks only the top level)."""
+    try:
+        dataset_json = load_squad_json(path)
+    except (ValueError, FileNotFoundError) as e:  # data.SquadFormatError / missing file: message names the file
+        raise EvaluationInputError(str(e)) from e
+    for i, article in enumerate(dataset_json["data"]):
+        where = f"{path}: article {i}"
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise EvaluationInputError(f"{where}: expected an object with a 'paragraphs' list")
+        for j, paragraph in enumerate(paragraphs):
+            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
+            if not isinstance(qas, list):
+                raise EvaluationInputError(f"{where}, paragraph {j}: expected an object with a 'qas' list")
+            for k, qa in enumerate(qas):
+                qid = qa.get("id") if isinstance(qa, dict) else None
+                answers = qa.get("answers") if isinstance(qa, dict) else None
+                if not isinstance(qid, str) or not isinstance(answers, list):
+                    raise EvaluationInputError(
+                        f"{where}, paragraph {j}, question {k}: expected a string 'id' and an 'answers' list"
+                    )
+                if not all(isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers):
+                    raise EvaluationInputError(f"{where}, question {qid!r}: every answer needs a string 'text'")
+    return dataset_json
+
+
+def _resolve_version(dataset_json: dict, version: str | None, na_prob_file, messages: list[str]) -> str:
+    """Pick v1.1 or v2.0 scoring and report any disagreement between the request and the data."""
+    dataset = dataset_json["data"]
+    data_is_v2 = is_v2_dataset(dataset)
+    if version is None:
+        version = "2.0" if data_is_v2 else "1.1"
+        if na_prob_file is not None and version == "1.1":
+            raise EvaluationInputError(
+                "--na-prob-file is a SQuAD 2.0 option but the dataset looks like v1.1 (no 'is_impossible' key); "
+                "pass --version 2.0 to score it with the v2.0 rules anyway"
+            )
+    elif version not in VERSIONS:
+        raise EvaluationInputError(f"unknown version {version!r}; expected one of {', '.join(VERSIONS)}")
+    elif version == "1.1" and data_is_v2:
+        if na_prob_file is not None:
+            raise EvaluationInputError("--na-prob-file cannot be used with --version 1.1")
+        impossible = [qa["id"] for qa in _iter_qas(dataset) if not qa["answers"]]
+        if impossible:
+            raise EvaluationInputError(
+                f"--version 1.1 requested but the dataset is SQuAD 2.0 with {len(impossible)} unanswerable "
+                f"question(s) (e.g. {_show(impossible)}); v1.1 scoring needs a gold answer for every question"
+            )
+        messages.append("--version 1.1 requested but the dataset has 'is_impossible' keys (SQuAD 2.0)")
+    elif version == "2.0" and not data_is_v2:
+        messages.append(
+            "--version 2.0 requested but the dataset looks like SQuAD v1.1 (no 'is_impossible' key); "
+            "scoring with the v2.0 rules"
+        )
+    file_version = str(dataset_json.get("version", "")).lstrip("v")
+    if file_version and file_version != version:
+        messages.append(f"scoring as v{version} but the dataset file says version {dataset_json['version']!r}")
+    return version
+
+
+def _evaluate_paths(data_file, pred_file, version=None, na_prob_file=None, na_prob_thresh=1.0):
+    """Shared by evaluate_file (logs the messages) and main (prints them to stderr)."""
+    messages: list[str] = []
+    dataset_json = _load_dataset(data_file)
+    version = _resolve_version(dataset_json, version, na_prob_file, messages)
+    dataset = dataset_json["data"]
+    predictions = validate_predictions(read_json(pred_file), str(pred_file))
+    if version == "1.1":
+        messages += check_coverage(dataset, predictions).messages()
+        empty = sum(1 for qid, text in predictions.items() if text == "")
+        if empty:
+            messages.append(
+                f"{empty} prediction(s) are empty strings (SQuAD 2.0 'no answer'?); the v1.1 rules have no "
+                f"'no answer' and score them as ordinary (wrong) answers"
+            )
+        return _score_v1(dataset, predictions), messages
+    na_probs = read_json(na_prob_file) if na_prob_file is not None else None
+    result, more = _evaluate_v2(dataset, predictions, na_probs, na_prob_thresh, str(na_prob_file))
+    return result, messages + more
+
+
+def evaluate_file(
+    data_file: str | Path,
+    pred_file: str | Path,
+    version: str | None = None,
+    na_prob_file: str | Path | None = None,
+    na_prob_thresh: float = 1.0,
+) -> dict:
+    """Score a predictions.json against a SQuAD .json/.json.gz; the version is detected unless given."""
+    result, messages = _evaluate_paths(data_file, pred_file, version, na_prob_file, na_prob_thresh)
+    for message in messages:
+        logger.warning(message)
+    return result
+
+
+# --------------------------------------------------------------------------- #
+# Command line (scripts/evaluate.py)
+# --------------------------------------------------------------------------- #
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Official SQuAD v1.1 / v2.0 evaluation (same numbers and output as evaluate-v1.1.py / "
+        "evaluate-v2.0.py); datasets may be .json or .json.gz."
+    )
+    parser.add_argument("data_file", metavar="data.json", help="SQuAD dataset (.json or .json.gz).")
+    parser.add_argument("pred_file", metavar="pred.json", help="Predictions: JSON object question id -> answer text.")
+    parser.add_argument(
+        "--version",
+        choices=VERSIONS,
+        default=None,
+        help="Scoring rules; default: 2.0 if any question has an 'is_impossible' key, else 1.1.",
+    )
+    parser.add_argument("--out-file", "-o", metavar="eval.json", help="Write the metrics here (default: stdout).")
+    parser.add_argument(
+        "--na-prob-file", "-n", metavar="na_prob.json", help="v2.0: model estimates of the no-answer probability."
+    )
+    parser.add_argument(
+        "--na-prob-thresh",
+        "-t",
+        type=float,
+        default=1.0,
+        help='v2.0: predict "" if the no-answer probability exceeds this (default = 1.0).',
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result, messages = _evaluate_paths(
+            args.data_file, args.pred_file, args.version, args.na_prob_file, args.na_prob_thresh
+        )
+    except EvaluationInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for message in messages:
+        print(f"warning: {message}", file=sys.stderr)
+    if args.out_file:
+        with open(args.out_file, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+    elif "exact_match" in result:
+        print(json.dumps(result))  # evaluate-v1.1.py prints one line
+    else:
+        print(json.dumps(result, indent=2))  # evaluate-v2.0.py prints indented
+    return 0
