@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up squad-qa on a fresh machine: Python packages (CPU torch), the browser used by the web-page
+# test, and the SQuAD files in data/. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# torch first and pinned: an unpinned torch would pull the CUDA build and several GB with it.
+"$PY" -m pip install -q torch==2.13.0
+"$PY" -m pip install -q -e ".[test]"
+
+# Headless Chromium for tests/test_service_browser.py (Debian's package; nothing downloads a browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+
+# SQuAD: copy from the shared folder when it is there, else download the official files.
+if [ -d ../shared/squad ]; then
+  "$PY" scripts/download_squad.py --from ../shared/squad
+else
+  "$PY" scripts/download_squad.py
+fi

@@ -1,0 +1,35 @@
+"""``squad-qa <command> [args]``: one entry point for the scripts.
+
+Each command is the ``main(argv)`` of a library module (imported only when used, so ``squad-qa
+evaluate`` does not load torch and ``squad-qa train`` does not load the web stack).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "download": ("squad_qa.download", "main", "fetch and verify the SQuAD files into data/"),
+    "train": ("squad_qa.train", "main", "fine-tune and/or evaluate a QA model (scripts/train_squad.py)"),
+    "evaluate": ("squad_qa.metrics", "main", "official SQuAD EM/F1 of a predictions file (scripts/evaluate.py)"),
+    "predict": ("squad_qa.inference", "main", "write prediction files with a fine-tuned model (scripts/predict.py)"),
+    "serve": ("service.app", "serve_main", "start the question-answering web service"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+        print("usage: squad-qa <command> [args]\n\ncommands:\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    module, func, _ = COMMANDS[argv[0]]
+    return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
