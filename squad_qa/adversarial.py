@@ -1,0 +1,196 @@
+"""Adversarial training on the embedding matrix: FGM and PGD.
+
+Both perturb the *weights* of the (word) embedding table in the direction of the loss gradient,
+run a second forward/backward on the perturbed model so its gradient is added to the clean one,
+and then put the exact original weights back before ``optimizer.step()``.
+
+FGM (Miyato et al., one step)::
+
+    loss = model(**batch).loss; loss.backward()
+    fgm.attack()                       # W <- W + eps * g / ||g||
+    model(**batch).loss.backward()     # adversarial gradient accumulates onto the clean one
+    fgm.restore()                      # W <- W (bit for bit, from a copy)
+    optimizer.step(); optimizer.zero_grad()
+
+PGD (Madry et al., ``k`` projected steps; the usual PGD-for-BERT recipe)::
+
+    loss.backward()
+    pgd.backup_grad()                  # the clean gradient of every parameter
+    for t in range(k):
+        pgd.attack(is_first_attack=(t == 0))   # r += alpha * g/||g||, then project onto ||r|| <= eps
+        if t != k - 1:
+            model.zero_grad()          # intermediate steps only steer the perturbation
+        else:
+            pgd.restore_grad()         # final step: clean gradient + last adversarial gradient
+        model(**batch).loss.backward()
+    pgd.restore()
+    optimizer.step(); optimizer.zero_grad()
+
+Details:
+
+* ``||g||`` is the Frobenius norm of the whole gradient matrix (as in the recipe).  When it is 0
+  or not finite (e.g. an overflowing fp16 step) the step is skipped (``r = 0`` for that step).
+  The decision is taken on the device with ``torch.where``, so no host synchronisation is needed.
+* ``param_name`` is a substring of the parameter names (default ``"word_embeddings"``); with a
+  DDP-wrapped model the names start with ``"module."``, which a substring match handles.  A
+  pattern matching no trainable parameter raises ``ValueError``.
+* Weights are changed in place (``copy_``/``add_`` on ``param.data``), never re-bound, so DDP
+  buckets, optimizer state and tied weights keep pointing at the same storage.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FGM", "PGD"]
+
+
+def _matching_params(model: nn.Module, param_name: str) -> list[tuple[str, nn.Parameter]]:
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and param_name in n]
+    if not params:
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        hint = ", ".join(n for n in names if "embed" in n) or ", ".join(names[:8])
+        raise ValueError(
+            f"adversarial param_name {param_name!r} matches no trainable parameter of "
+            f"{type(model).__name__}; candidates: {hint}"
+        )
+    return params
+
+
+@torch.no_grad()
+def _normalised_step(grad: torch.Tensor, size: float) -> torch.Tensor:
+    """``size * g / ||g||``, or zeros when ``||g||`` is 0 / inf / nan (no host sync)."""
+    norm = torch.linalg.vector_norm(grad.float()).to(grad.dtype)
+    ok = torch.isfinite(norm) & (norm > 0)
+    step = grad * (size / norm)
+    return torch.where(ok, step, torch.zeros_like(step))
+
+
+def _require_grad(name: str, p: torch.Tensor, who: str) -> torch.Tensor:
+    if p.grad is None:
+        raise RuntimeError(f"{who}.attack(): parameter {name!r} has no gradient; call loss.backward() first")
+    return p.grad
+
+
+class FGM:
+    """Fast Gradient Method on the embedding weights: one step ``r = epsilon * g / ||g||``."""
+
+    def __init__(self, model: nn.Module, epsilon: float = 1.0, param_name: str = "word_embeddings") -> None:
+        if epsilon <= 0:
+            raise ValueError(f"FGM epsilon must be > 0, got {epsilon}")
+        self.model = model
+        self.epsilon = float(epsilon)
+        self.param_name = param_name
+        self.params = _matching_params(model, param_name)
+        self.backup: dict[str, torch.Tensor] = {}
+        logger.info("FGM on %s (epsilon=%g)", [n for n, _ in self.params], self.epsilon)
+
+    @torch.no_grad()
+    def attack(self) -> None:
+        """Back up the matched weights and add ``epsilon * g / ||g||`` (needs a prior backward)."""
+        if self.backup:
+            raise RuntimeError("FGM.attack() called twice without restore()")
+        for name, p in self.params:
+            grad = _require_grad(name, p, "FGM")
+            self.backup[name] = p.data.clone()
+            p.data.add_(_normalised_step(grad, self.epsilon))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put back the exact weights saved by :meth:`attack`."""
+        if not self.backup:
+            raise RuntimeError("FGM.restore() called without a preceding attack()")
+        for name, p in self.params:
+            p.data.copy_(self.backup[name])
+        self.backup = {}
+
+
+class PGD:
+    """Projected Gradient Descent on the embedding weights (``k`` steps driven by the caller).
+
+    Each :meth:`attack` adds ``alpha * g / ||g||`` and projects the total perturbation
+    ``r = W - W_0`` back onto the ball ``||r|| <= epsilon`` around the weights ``W_0`` backed up by
+    the first attack.  :meth:`backup_grad` / :meth:`restore_grad` save and restore the clean
+    gradients of *all* trainable parameters, so that the intermediate attack steps (whose
+    gradients are only used to steer ``r``) do not leak into the update.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        epsilon: float = 1.0,
+        alpha: float = 0.3,
+        param_name: str = "word_embeddings",
+    ) -> None:
+        if epsilon <= 0 or alpha <= 0:
+            raise ValueError(f"PGD epsilon and alpha must be > 0, got epsilon={epsilon}, alpha={alpha}")
+        self.model = model
+        self.epsilon = float(epsilon)
+        self.alpha = float(alpha)
+        self.param_name = param_name
+        self.params = _matching_params(model, param_name)
+        self.emb_backup: dict[str, torch.Tensor] = {}
+        self.grad_backup: dict[str, torch.Tensor] = {}
+        logger.info("PGD on %s (epsilon=%g, alpha=%g)", [n for n, _ in self.params], self.epsilon, self.alpha)
+
+    @torch.no_grad()
+    def attack(self, is_first_attack: bool = False) -> None:
+        """One PGD step; ``is_first_attack=True`` first backs up the clean weights."""
+        if is_first_attack:
+            if self.emb_backup:
+                raise RuntimeError("PGD.attack(is_first_attack=True) called again without restore()")
+            for name, p in self.params:
+                self.emb_backup[name] = p.data.clone()
+        elif not self.emb_backup:
+            raise RuntimeError("PGD.attack(): the first step of an attack needs is_first_attack=True")
+        for name, p in self.params:
+            grad = _require_grad(name, p, "PGD")
+            p.data.add_(_normalised_step(grad, self.alpha))
+            self._project(name, p)
+
+    def _project(self, name: str, p: torch.Tensor) -> None:
+        base = self.emb_backup[name]
+        r = p.data - base
+        norm = torch.linalg.vector_norm(r.float()).to(r.dtype)
+        # Shrink only when outside the ball; inside, r is kept as is (factor exactly 1).
+        factor = torch.where(norm > self.epsilon, self.epsilon / norm, torch.ones_like(norm))
+        p.data.copy_(base + r * factor)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put back the exact weights saved by the first attack."""
+        if not self.emb_backup:
+            raise RuntimeError("PGD.restore() called without a preceding attack(is_first_attack=True)")
+        for name, p in self.params:
+            p.data.copy_(self.emb_backup[name])
+        self.emb_backup = {}
+
+    @torch.no_grad()
+    def backup_grad(self) -> None:
+        """Save a copy of the current gradient of every trainable parameter that has one."""
+        self.grad_backup = {
+            n: p.grad.clone() for n, p in self.model.named_parameters() if p.requires_grad and p.grad is not None
+        }
+
+    @torch.no_grad()
+    def restore_grad(self) -> None:
+        """Restore the gradients saved by :meth:`backup_grad` (in place where a gradient tensor exists)."""
+        if not self.grad_backup:
+            raise RuntimeError("PGD.restore_grad() called without a preceding backup_grad()")
+        for n, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            saved = self.grad_backup.get(n)
+            if saved is None:
+                # No clean gradient (unused in the clean pass): drop what the attack steps left.
+                p.grad = None
+            elif p.grad is None:  # zero_grad(set_to_none=True) dropped it
+                p.grad = saved
+            else:  # keep the tensor (DDP may use gradient_as_bucket_view)
+                p.grad.copy_(saved)
+        self.grad_backup = {}
