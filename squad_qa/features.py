@@ -37,6 +37,7 @@ import logging
 import os
 import tempfile
 import unicodedata
+import weakref
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -273,6 +274,18 @@ class _Doc:
     offsets: np.ndarray
 
 
+# Per-tokenizer helpers, built once: the inference service converts a handful of examples per
+# request, and re-parsing the tokenizer or re-listing its vocabulary would cost more than that.
+_per_tokenizer: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached(tokenizer, key, build):
+    cache = _per_tokenizer.setdefault(tokenizer, {})
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
+
+
 def _backend(tokenizer, max_length: int | None = None):
     """A private copy of the Rust tokenizer, without padding and with the truncation we ask for.
 
@@ -280,15 +293,25 @@ def _backend(tokenizer, max_length: int | None = None):
     dicts, which costs more than the tokenisation itself on train-v1.1; the copy keeps the caller's
     tokenizer settings untouched.
     """
-    from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.no_padding()
-    if max_length is None:
-        backend.no_truncation()
-    else:
-        backend.enable_truncation(max_length=max_length)
-    return backend
+    def build():
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_padding()
+        if max_length is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(max_length=max_length)
+        return backend
+
+    return _cached(tokenizer, ("backend", max_length), build)
+
+
+def _vocab(tokenizer) -> np.ndarray:
+    """id -> piece string, for ``InputFeatures.tokens``."""
+    return _cached(tokenizer, "vocab", lambda: np.array(
+        tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=str))
 
 
 def _absorb_combining_marks(text: str, offsets: np.ndarray) -> None:
@@ -471,6 +494,6 @@ def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, 
                     out["is_impossible"][f] = True
             f += 1
 
-    vocab = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=str)
+    vocab = _vocab(tokenizer)
     logger.info("Converted %d questions into %d windows", len(examples), N)
     return SquadFeatures(**out, max_seq_length=max_seq_length, vocab=vocab)
