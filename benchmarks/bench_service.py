@@ -1,0 +1,308 @@
+"""Benchmark: the HTTP service against transformers 4.57's `pipeline("question-answering")`.
+
+Same checkpoint, same dev-v1.1 questions, same machine, same run, one after the other (never both
+at once). For each side: questions/s and p50/p95 latency per question at concurrency 1 and 8, and
+how often the two give the same answer.
+
+- Ours: `python -m service --model DIR` (uvicorn, micro-batching) as a subprocess on 127.0.0.1; the
+  clients are threads here, each POSTing one question at a time to /v1/answer over keep-alive
+  HTTP. Latency is what the client sees, HTTP included.
+- Peer: the pipeline in its own interpreter, /tmp/legacy-venv (system torch + transformers 4.57),
+  called in-process (no HTTP, which only favours it), with run_squad's geometry (384/128/64) and
+  max_answer_len=30 like ours. Concurrency 8 = 8 threads each calling a pipeline (own tokenizer:
+  fast tokenizers are not safe to share between threads; model weights shared). One more row,
+  "pipeline batch_size=8", is its documented batching: one caller handing it 8 questions at a time
+  (latency = that call's time).
+- Agreement: answer text equal at concurrency 1 (exact, and after SQuAD normalisation). The pipeline
+  snaps answers to whole words by default (align_to_words); with a fine-tuned model answers are
+  words anyway, but the random head of a speed-only checkpoint ends spans inside words, so
+  agreement is measured with align_to_words=False (the model's own token span, as ours) unless
+  --align_to_words is given.
+
+    # speed-only dry run (no fine-tuned model yet): base encoder + seeded random QA head in /tmp
+    python benchmarks/bench_service.py --make_speed_checkpoint /tmp/squad-qa-speed-only --num_questions 40
+    # the real thing
+    python benchmarks/bench_service.py --model models/squad-minilm-l6 --num_questions 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DEV = REPO / ".." / "shared" / "squad" / "dev-v1.1.json.gz"
+SPEED_ONLY_NOTE = ("SPEED-ONLY checkpoint: the base encoder with a seeded *random* QA head. Its answers are "
+                   "meaningless; it exists to time the serving path before a fine-tuned model exists.")
+
+
+# ------------------------------------------------------------------------------ the checkpoint
+
+
+def make_speed_checkpoint(out: Path, seed: int = 0) -> Path:
+    """Base encoder + seeded random qa_outputs, saved like a fine-tuned checkpoint, clearly labelled."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    import squad_qa
+
+    base = squad_qa.default_base_model_path()
+    torch.manual_seed(seed)
+    model = AutoModelForQuestionAnswering.from_pretrained(str(base))  # qa_outputs: fresh, seeded
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(out)
+    record = {"note": SPEED_ONLY_NOTE, "speed_only": True, "seed": seed,
+              "training_args": {"model_name_or_path": str(base), "max_seq_length": 384, "doc_stride": 128,
+                       "max_query_length": 64}, "metrics": None}
+    (out / "squad_qa.json").write_text(json.dumps(record, indent=2))
+    (out / "SPEED_ONLY_README.txt").write_text(SPEED_ONLY_NOTE + "\n")
+    return out
+
+
+# ------------------------------------------------------------------------------------ questions
+
+
+def load_questions(path: Path, n: int) -> list[dict]:
+    """The first n questions of the file, in file order: {id, question, context}."""
+    from squad_qa.data import load_squad_json
+
+    out = []
+    for article in load_squad_json(path)["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                out.append({"id": qa["id"], "question": qa["question"], "context": para["context"]})
+                if len(out) == n:
+                    return out
+    return out
+
+
+def normalize(s: str) -> str:  # the official SQuAD normalisation
+    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def summarize(latencies: list[float], wall: float, n: int) -> dict:
+    lat = sorted(latencies)
+    return {"qps": n / wall, "p50_ms": 1000 * statistics.median(lat),
+            "p95_ms": 1000 * lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))], "wall_s": wall}
+
+
+# ---------------------------------------------------------------------------------- ours (HTTP)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ours(model: Path, questions: list[dict], concurrencies: list[int], args) -> dict:
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+           "--max_batch_size", str(args.max_batch_size), "--max_wait_ms", str(args.max_wait_ms),
+           "--log_level", "warning", "--device", args.device]
+    server = subprocess.Popen(cmd, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"the service exited with {server.returncode}: {' '.join(cmd)}")
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the service did not become healthy in 180 s")
+            time.sleep(0.25)
+        results = {}
+        limits = httpx.Limits(max_connections=max(concurrencies), max_keepalive_connections=max(concurrencies))
+        with httpx.Client(base_url=base, timeout=120, limits=limits) as http:
+            def ask(q: dict) -> tuple[float, str]:
+                t0 = time.perf_counter()
+                r = http.post("/v1/answer", json={"question": q["question"], "context": q["context"],
+                                                  "max_answer_length": 30})
+                r.raise_for_status()
+                answers = r.json()["answers"]
+                return time.perf_counter() - t0, answers[0]["text"] if answers else ""
+
+            for q in questions[: args.warmup]:
+                ask(q)
+            for c in concurrencies:
+                with ThreadPoolExecutor(c) as pool:
+                    t0 = time.perf_counter()
+                    out = list(pool.map(ask, questions))
+                    wall = time.perf_counter() - t0
+                results[c] = {**summarize([o[0] for o in out], wall, len(questions)),
+                              "answers": [o[1] for o in out]}
+        return results
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+# ------------------------------------------------------------------------- peer (legacy venv)
+
+PEER_SCRIPT = textwrap.dedent(
+    """
+    import json, statistics, sys, threading, time
+    from concurrent.futures import ThreadPoolExecutor
+    import transformers
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
+
+    cfg = json.load(open(sys.argv[1]))
+    questions, model_dir = cfg["questions"], cfg["model"]
+    kw = dict(max_seq_len=384, doc_stride=128, max_question_len=64, max_answer_len=30, top_k=1,
+              handle_impossible_answer=False, align_to_words=cfg["align_to_words"])
+    device = cfg["device"]
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval().to(device)
+    def make_pipe():  # own tokenizer per thread; the model weights are shared
+        return pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir),
+                        device=device)
+    local = threading.local()
+    def pipe():
+        if not hasattr(local, "pipe"):
+            local.pipe = make_pipe()
+        return local.pipe
+    def ask(q):
+        t0 = time.perf_counter()
+        out = pipe()(question=q["question"], context=q["context"], **kw)
+        return time.perf_counter() - t0, out["answer"]
+    for q in questions[: cfg["warmup"]]:
+        ask(q)
+    res = {"transformers": transformers.__version__}
+    for c in cfg["concurrencies"]:
+        with ThreadPoolExecutor(c) as pool:
+            t0 = time.perf_counter()
+            out = list(pool.map(ask, questions))
+            wall = time.perf_counter() - t0
+        res[str(c)] = {"latencies": [o[0] for o in out], "wall": wall, "answers": [o[1] for o in out]}
+    # Its own batching: one caller, 8 questions per call.
+    p, lat, t0 = pipe(), [], time.perf_counter()
+    for i in range(0, len(questions), 8):
+        chunk = [{"question": q["question"], "context": q["context"]} for q in questions[i:i + 8]]
+        t1 = time.perf_counter()
+        p(chunk, batch_size=8, **kw)
+        lat += [time.perf_counter() - t1] * len(chunk)
+    res["batch8"] = {"latencies": lat, "wall": time.perf_counter() - t0}
+    json.dump(res, open(sys.argv[2], "w"))
+    """
+)
+
+
+def run_peer(model: Path, questions: list[dict], concurrencies: list[int], args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path, out_path, script = Path(tmp) / "cfg.json", Path(tmp) / "out.json", Path(tmp) / "peer.py"
+        cfg_path.write_text(json.dumps({"questions": questions, "model": str(model), "concurrencies": concurrencies,
+                                        "warmup": args.warmup, "align_to_words": args.align_to_words,
+                                        "device": args.device}))
+        script.write_text(PEER_SCRIPT)
+        env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+        subprocess.run([args.legacy_python, str(script), str(cfg_path), str(out_path)], check=True, env=env)
+        raw = json.loads(out_path.read_text())
+    results = {"transformers": raw["transformers"]}
+    for c in concurrencies:
+        r = raw[str(c)]
+        results[c] = {**summarize(r["latencies"], r["wall"], len(questions)), "answers": r["answers"]}
+    results["batch8"] = summarize(raw["batch8"]["latencies"], raw["batch8"]["wall"], len(questions))
+    return results
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, help="fine-tuned checkpoint folder")
+    p.add_argument("--make_speed_checkpoint", type=Path, metavar="DIR",
+                   help="build a SPEED-ONLY checkpoint (base encoder + seeded random QA head) in DIR and use it")
+    p.add_argument("--predict_file", type=Path, default=DEFAULT_DEV)
+    p.add_argument("--num_questions", type=int, default=500)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--warmup", type=int, default=8)
+    p.add_argument("--max_batch_size", type=int, default=32)
+    p.add_argument("--max_wait_ms", type=float, default=2.0)
+    p.add_argument("--device", default=None, help="cpu / cuda, for both sides (default: cuda when available)")
+    p.add_argument("--legacy_python", default="/tmp/legacy-venv/bin/python")
+    p.add_argument("--align_to_words", action="store_true", help="pipeline default answer snapping (see above)")
+    args = p.parse_args(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    if args.make_speed_checkpoint:
+        model = make_speed_checkpoint(args.make_speed_checkpoint)
+        print(f"built {model}: {SPEED_ONLY_NOTE}")
+    elif args.model:
+        model = args.model
+    else:
+        p.error("give --model DIR (fine-tuned) or --make_speed_checkpoint DIR")
+    record = model / "squad_qa.json"
+    speed_only = record.is_file() and json.loads(record.read_text()).get("speed_only", False)
+
+    questions = load_questions(args.predict_file, args.num_questions)
+    print(f"{len(questions)} questions from {args.predict_file.name}; model {model}"
+          f"{' (SPEED-ONLY, random QA head)' if speed_only else ''}; device {args.device}, {os.cpu_count()} CPUs")
+    ours = run_ours(model, questions, args.concurrency, args)
+    peer = run_peer(model, questions, args.concurrency, args)
+
+    print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}); "
+          f"peer: transformers {peer['transformers']} pipeline, in-process")
+    head = f"{'concurrency':<22}{'ours q/s':>10}{'peer q/s':>10}{'ratio':>7}   {'ours p50':>9}{'peer p50':>9}" \
+           f"{'ratio':>7}   {'ours p95':>9}{'peer p95':>9}"
+    print(head)
+    print("-" * len(head))
+    for c in args.concurrency:
+        o, q = ours[c], peer[c]
+        print(f"{c:<22}{o['qps']:>10.1f}{q['qps']:>10.1f}{o['qps'] / q['qps']:>6.2f}x   "
+              f"{o['p50_ms']:>7.1f}ms{q['p50_ms']:>7.1f}ms{q['p50_ms'] / o['p50_ms']:>6.2f}x   "
+              f"{o['p95_ms']:>7.1f}ms{q['p95_ms']:>7.1f}ms")
+    b = peer["batch8"]
+    c8 = ours.get(8)
+    if c8:
+        print(f"{'8 vs pipeline bs=8':<22}{c8['qps']:>10.1f}{b['qps']:>10.1f}{c8['qps'] / b['qps']:>6.2f}x   "
+              f"{c8['p50_ms']:>7.1f}ms{b['p50_ms']:>7.1f}ms{b['p50_ms'] / c8['p50_ms']:>6.2f}x   "
+              f"{c8['p95_ms']:>7.1f}ms{b['p95_ms']:>7.1f}ms")
+    print("(q/s ratio = ours / peer, higher is better; p50 ratio = peer / ours, higher is better)")
+
+    c0 = args.concurrency[0]
+    ours_a, peer_a = ours[c0]["answers"], peer[c0]["answers"]
+    exact = sum(a == b for a, b in zip(ours_a, peer_a))
+    norm = sum(normalize(a) == normalize(b) for a, b in zip(ours_a, peer_a))
+    n = len(questions)
+    print(f"\nagreement with the pipeline (concurrency {c0}, align_to_words={args.align_to_words}): "
+          f"exact {exact}/{n} = {100 * exact / n:.1f}%, normalised {norm}/{n} = {100 * norm / n:.1f}%")
+    for c in args.concurrency[1:]:
+        same = sum(a == b for a, b in zip(ours[c]["answers"], ours_a))
+        print(f"ours at concurrency {c} vs {c0} (batching must not change answers): {same}/{n}")
+    shown = 0
+    for q, a, b in zip(questions, ours_a, peer_a):
+        if normalize(a) != normalize(b) and shown < 5:
+            print(f"  differs {q['id']}: ours {a!r} | pipeline {b!r}")
+            shown += 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

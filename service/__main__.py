@@ -1,0 +1,5 @@
+"""`python -m service --model DIR` == `squad-qa serve --model DIR`."""
+
+from service.app import serve_main
+
+raise SystemExit(serve_main())

@@ -1,0 +1,354 @@
+"""The HTTP service: FastAPI app factory, routes, error bodies and `squad-qa serve`.
+
+    create_app(model_dir=..., ...)   the app; the model loads in the lifespan, never per request
+    app                              module-level app for `uvicorn service.app:app` ($SQUAD_QA_MODEL)
+    serve_main(argv)                 `squad-qa serve --model DIR --host 127.0.0.1 --port 8000`
+
+Resources (reader, micro-batcher, limits) live on app.state and reach the routes through Depends,
+so tests build an app around any checkpoint and nothing is global. The model path comes only from
+the server's own configuration, never from a request.
+
+Every error is a JSON ErrorBody {error, message, request_id[, detail]}; the request id is also the
+X-Request-ID response header and appears in the server log next to any stack trace (which never
+goes to the client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.batcher import MicroBatcher
+from service.schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    AnswerSpan,
+    BatchAnswerResponse,
+    ErrorBody,
+    HealthResponse,
+    ModelInfo,
+)
+from squad_qa.inference import CheckpointError, QAItem, QAReader, check_qa_checkpoint, resolve_model_dir
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The page loads only its own files; this also documents that nothing comes from a CDN.
+PAGE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    model_dir: str | None = None  # None: $SQUAD_QA_MODEL, else models/squad-minilm-l6/
+    device: str | None = None
+    max_batch_size: int = 32  # requests' items gathered into one model call
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    model_batch_size: int = 64  # windows per forward pass inside a model call
+    max_context_chars: int = 100_000  # longer contexts: 413
+    max_batch_items: int = 64  # longer /v1/answer/batch lists: 413
+
+
+class PayloadTooLarge(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# ------------------------------------------------------------------------------ dependencies
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+def get_reader(request: Request) -> QAReader:
+    reader = getattr(request.app.state, "reader", None)
+    if reader is None:  # only reachable if someone bypasses the lifespan
+        raise StarletteHTTPException(503, "model is not loaded")
+    return reader
+
+
+def get_batcher(request: Request) -> MicroBatcher:
+    batcher = getattr(request.app.state, "batcher", None)
+    if batcher is None or not batcher.running:
+        raise StarletteHTTPException(503, "model is not loaded")
+    return batcher
+
+
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+ReaderDep = Annotated[QAReader, Depends(get_reader)]
+BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
+
+
+# ------------------------------------------------------------------------------- middleware
+
+
+class RequestIdMiddleware:
+    """Give every request an id (scope state + X-Request-ID header) for error bodies and logs."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):  # error bodies set it
+                    headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or uuid.uuid4().hex
+
+
+def _error(request: Request, status: int, error: str, message: str, detail: list | None = None) -> JSONResponse:
+    rid = _request_id(request)
+    body = ErrorBody(error=error, message=message, request_id=rid, detail=detail)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers={"X-Request-ID": rid})
+
+
+_STATUS_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 503: "unavailable"}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # pydantic's error list, minus the offending input (it may be a 100k-character context).
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        parts = [f"{'.'.join(str(x) for x in d['loc'])}: {d['msg']}" for d in detail[:5]]
+        more = f" (+{len(detail) - 5} more)" if len(detail) > 5 else ""
+        return _error(request, 422, "invalid_request", "; ".join(parts) + more, detail)
+
+    @app.exception_handler(PayloadTooLarge)
+    async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return _error(request, 413, "payload_too_large", exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(request, exc.status_code, _STATUS_NAMES.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        rid = _request_id(request)
+        logger.error("request %s failed", rid, exc_info=exc)
+        return _error(request, 500, "internal_error",
+                      f"internal error while answering; the server log has the details under request id {rid}")
+
+
+# ------------------------------------------------------------------------------------ routes
+
+
+def _check_sizes(items: Sequence[AnswerRequest], settings: ServiceSettings, batch: bool) -> None:
+    if batch and len(items) > settings.max_batch_items:
+        raise PayloadTooLarge(f"batch has {len(items)} items; the limit is {settings.max_batch_items}")
+    for i, it in enumerate(items):
+        if len(it.context) > settings.max_context_chars:
+            where = f"item {i}: " if batch else ""
+            raise PayloadTooLarge(
+                f"{where}context has {len(it.context)} characters; the limit is {settings.max_context_chars}"
+            )
+
+
+def _to_item(r: AnswerRequest) -> QAItem:
+    return QAItem(r.question, r.context, r.top_k, r.max_answer_length, r.handle_impossible)
+
+
+def _spans(answers) -> list[AnswerSpan]:
+    return [AnswerSpan(text=a.text, score=a.score, start=a.start, end=a.end) for a in answers]
+
+
+def _install_routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    async def health(request: Request) -> HealthResponse:
+        """Is the model loaded and the batcher running?"""
+        batcher = getattr(request.app.state, "batcher", None)
+        reader = getattr(request.app.state, "reader", None)
+        loaded = reader is not None and batcher is not None and batcher.running
+        name = reader.name if reader is not None else None
+        body = HealthResponse(status="ok" if loaded else "loading", model_loaded=loaded, model=name)
+        if not loaded:
+            return JSONResponse(body.model_dump(), status_code=503)
+        return body
+
+    @app.get("/v1/model", response_model=ModelInfo, tags=["model"])
+    async def model_info(reader: ReaderDep, settings: SettingsDep) -> ModelInfo:
+        """The loaded checkpoint: name, base encoder, window geometry, recorded metrics."""
+        return ModelInfo(
+            **reader.describe(),
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_context_chars=settings.max_context_chars,
+            max_batch_items=settings.max_batch_items,
+        )
+
+    error_responses: dict[int | str, dict[str, Any]] = {
+        413: {"model": ErrorBody, "description": "Context or batch over the server's limit"},
+        422: {"model": ErrorBody, "description": "Malformed JSON, empty question/context, bad option"},
+        500: {"model": ErrorBody, "description": "Internal error (details in the server log under request_id)"},
+    }
+
+    @app.post("/v1/answer", response_model=AnswerResponse, responses=error_responses, tags=["answer"])
+    async def answer(req: AnswerRequest, batcher: BatcherDep, settings: SettingsDep, reader: ReaderDep) -> AnswerResponse:
+        """Extract the answer to `question` from `context` (character offsets into `context`)."""
+        t0 = time.perf_counter()
+        _check_sizes([req], settings, batch=False)
+        (answers,) = await batcher.submit([_to_item(req)])
+        return AnswerResponse(answers=_spans(answers), model=reader.name,
+                              took_ms=round(1000 * (time.perf_counter() - t0), 3))
+
+    @app.post("/v1/answer/batch", response_model=BatchAnswerResponse, responses=error_responses, tags=["answer"])
+    async def answer_batch(
+        reqs: Annotated[list[AnswerRequest], Body(min_length=1, description="Questions, answered in order")],
+        batcher: BatcherDep,
+        settings: SettingsDep,
+        reader: ReaderDep,
+    ) -> BatchAnswerResponse:
+        """Answer a list of (question, context) items in one go; results come back in order."""
+        t0 = time.perf_counter()
+        _check_sizes(reqs, settings, batch=True)
+        results = await batcher.submit([_to_item(r) for r in reqs])
+        took = round(1000 * (time.perf_counter() - t0), 3)
+        name = reader.name
+        return BatchAnswerResponse(
+            results=[AnswerResponse(answers=_spans(a), model=name, took_ms=took) for a in results],
+            model=name,
+            took_ms=took,
+        )
+
+
+# ------------------------------------------------------------------------------- the factory
+
+
+def create_app(model_dir: str | Path | None = None, *, reader: QAReader | None = None, **settings: Any) -> FastAPI:
+    """Build the service. The model loads when the app starts (lifespan), from `model_dir`
+    (default: $SQUAD_QA_MODEL, else models/squad-minilm-l6/); tests may hand in a loaded `reader`.
+    Other keyword arguments are ServiceSettings fields (batching knobs and limits)."""
+    cfg = ServiceSettings(model_dir=str(model_dir) if model_dir else None, **settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = reader
+        if loaded is None:
+            path = resolve_model_dir(cfg.model_dir)
+            try:
+                # Loading takes seconds; off the event loop like every other model call.
+                loaded = await asyncio.to_thread(
+                    QAReader.from_pretrained, path, device=cfg.device, max_batch_size=cfg.model_batch_size
+                )
+            except CheckpointError as e:
+                logger.error("cannot serve %s: %s", path, e)
+                raise
+        batcher = MicroBatcher(loaded, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
+        await batcher.start()
+        app.state.reader, app.state.batcher = loaded, batcher
+        logger.info("serving %s (%s)", loaded.describe()["name"], loaded.model_dir)
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            app.state.batcher = None
+
+    app = FastAPI(
+        title="squad-qa",
+        summary="Extractive question answering (SQuAD-style) with micro-batched inference.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = cfg
+    app.state.reader = None
+    app.state.batcher = None
+    app.add_middleware(RequestIdMiddleware)
+    _install_error_handlers(app)
+    _install_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _version() -> str:
+    from squad_qa import __version__
+
+    return __version__
+
+
+# `uvicorn service.app:app`: the model folder is resolved at startup, so $SQUAD_QA_MODEL works and
+# importing this module never touches the disk.
+app = create_app()
+
+
+# ------------------------------------------------------------------------------ squad-qa serve
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    d = ServiceSettings()
+    p = argparse.ArgumentParser(prog="squad-qa serve", description="Serve a fine-tuned QA checkpoint over HTTP.")
+    p.add_argument("--model", default=None,
+                   help="fine-tuned checkpoint folder (default: $SQUAD_QA_MODEL, else models/squad-minilm-l6/)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    p.add_argument("--max_batch_size", "--max-batch-size", type=int, default=d.max_batch_size,
+                   help="most request items gathered into one model call")
+    p.add_argument("--max_wait_ms", "--max-wait-ms", type=float, default=d.max_wait_ms,
+                   help="how long a batch waits for more requests (skipped for a lone client)")
+    p.add_argument("--model_batch_size", "--model-batch-size", type=int, default=d.model_batch_size,
+                   help="windows per forward pass")
+    p.add_argument("--max_context_chars", "--max-context-chars", type=int, default=d.max_context_chars)
+    p.add_argument("--max_batch_items", "--max-batch-items", type=int, default=d.max_batch_items)
+    p.add_argument("--log_level", "--log-level", default="info")
+    return p
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    import uvicorn
+
+    args = build_arg_parser().parse_args(argv)
+    model_dir = resolve_model_dir(args.model)
+    try:
+        check_qa_checkpoint(model_dir)  # fail before binding a port, with the how-to-train message
+    except CheckpointError as e:
+        print(f"squad-qa serve: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    application = create_app(
+        model_dir,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        model_batch_size=args.model_batch_size,
+        max_context_chars=args.max_context_chars,
+        max_batch_items=args.max_batch_items,
+    )
+    uvicorn.run(application, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+

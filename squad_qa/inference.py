@@ -1,0 +1,451 @@
+"""Answer questions with a fine-tuned checkpoint: the library side of predict.py and the service.
+
+    QAReader.from_pretrained(dir)      refuses anything that is not a fine-tuned QA checkpoint
+    reader.answer(question, context)   -> [Answer(text, score, start, end)], context[start:end] == text
+    reader.answer_batch(items)         all windows of all items go through the model together
+
+The reader does no feature or span logic of its own: (question, context) pairs become in-memory
+SquadExample objects, features.convert_examples_to_features cuts them into the same doc-stride
+windows training and evaluation use, and postprocess.postprocess_predictions turns logits into
+spans. So an answer from the service is the answer predict.py would write for the same input.
+
+Speed comes from batching, not from cleverness: the windows of every request in a call are sorted
+by length and run in chunks of `max_batch_size`, each chunk padded only to its own longest window
+(dynamic padding), under torch.inference_mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+import squad_qa
+
+logger = logging.getLogger(__name__)
+
+# The checkpoint that ships with the project (trained by scripts/train_squad.py). It may not exist
+# in a fresh checkout: then every entry point says how to make one instead of guessing.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "squad-minilm-l6"
+MODEL_ENV_VAR = "SQUAD_QA_MODEL"
+TRAINING_RECORD = "squad_qa.json"  # written next to the weights by the training loop
+QA_HEAD_KEYS = ("qa_outputs.weight", "qa_outputs.bias")
+
+TRAIN_HINT = (
+    "Train one with:\n"
+    "  python scripts/train_squad.py --do_train --do_eval --train_file ../shared/squad/train-v1.1.json.gz "
+    "--predict_file ../shared/squad/dev-v1.1.json.gz --output_dir models/squad-minilm-l6\n"
+    "then pass its folder with --model (or the SQUAD_QA_MODEL environment variable)."
+)
+
+
+class CheckpointError(ValueError):
+    """The folder is not a fine-tuned question-answering checkpoint we are willing to serve."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    score: float  # probability of this span in the n-best list (run_squad's softmax over n-best)
+    start: int  # character offsets into the context: context[start:end] == text
+    end: int
+
+
+@dataclass(frozen=True)
+class QAItem:
+    question: str
+    context: str
+    top_k: int = 1
+    max_answer_length: int = 30
+    handle_impossible: bool = False
+
+
+def resolve_model_dir(model_dir: str | Path | None = None) -> Path:
+    """--model if given, else $SQUAD_QA_MODEL, else the shipped models/squad-minilm-l6/."""
+    import os
+
+    if model_dir:
+        return Path(model_dir)
+    env = os.environ.get(MODEL_ENV_VAR)
+    return Path(env) if env else DEFAULT_MODEL_DIR
+
+
+def _weight_files(path: Path) -> list[Path]:
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = path / "model.safetensors.index.json"
+    if index.is_file():  # sharded save_pretrained output
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [path / s for s in shards]
+    return []
+
+
+def check_qa_checkpoint(path: str | Path) -> Path:
+    """Refuse, with a message saying how to train one, anything but a fine-tuned QA checkpoint.
+
+    Reads only the safetensors headers, so it is cheap enough to run before starting a server. The
+    point: transformers happily loads a base encoder into BertForQuestionAnswering and initialises
+    qa_outputs at random, which would serve confident-looking nonsense.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"Model folder {path} does not exist. {TRAIN_HINT}")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} has no config.json, so it is not a saved model. {TRAIN_HINT}")
+    files = _weight_files(path)
+    if not files:
+        raise CheckpointError(
+            f"{path} has no model.safetensors (pickled .bin weights are never loaded). {TRAIN_HINT}"
+        )
+    keys: set[str] = set()
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            keys.update(st.keys())
+    missing = [k for k in QA_HEAD_KEYS if not any(key == k or key.endswith("." + k) for key in keys)]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a fine-tuned question-answering checkpoint: its weights have no "
+            f"{' / '.join(missing)} (a base encoder without a trained QA head). "
+            f"Serving it would answer from a randomly initialised head. {TRAIN_HINT}"
+        )
+    if not (path / "tokenizer.json").is_file():
+        raise CheckpointError(f"{path} has no tokenizer.json (fast tokenizer needed for offsets). {TRAIN_HINT}")
+    return path
+
+
+def read_training_record(path: str | Path) -> dict[str, Any]:
+    """squad_qa.json written by the training loop (args + metrics); {} when absent or unreadable."""
+    record = Path(path) / TRAINING_RECORD
+    if not record.is_file():
+        return {}
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        logger.warning("ignoring unreadable %s: %s", record, e)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record_args(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    for key in ("args", "training_args", "train_args"):
+        if isinstance(record.get(key), Mapping):
+            return record[key]
+    return {}
+
+
+class QAReader:
+    """A fine-tuned extractive QA model plus the project's feature conversion and post-processing."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        model_dir: Path | None = None,
+        max_seq_length: int = 384,
+        doc_stride: int = 128,
+        max_query_length: int = 64,
+        n_best_size: int = 20,
+        null_score_diff_threshold: float = 0.0,
+        max_batch_size: int = 64,
+        record: Mapping[str, Any] | None = None,
+    ) -> None:
+        from squad_qa.features import validate_feature_params
+
+        # Bad window geometry should stop the server from starting, not fail every request.
+        validate_feature_params(max_seq_length, doc_stride, max_query_length,
+                                getattr(getattr(model, "config", None), "max_position_embeddings", None))
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_dir = model_dir
+        self.max_seq_length = max_seq_length
+        self.doc_stride = doc_stride
+        self.max_query_length = max_query_length
+        self.n_best_size = n_best_size
+        self.null_score_diff_threshold = null_score_diff_threshold
+        self.max_batch_size = max_batch_size
+        self.record = dict(record or {})
+        self.device = next(model.parameters()).device
+
+    @property
+    def name(self) -> str:
+        return self.model_dir.name if self.model_dir else type(self.model).__name__
+
+    # ----------------------------------------------------------------------------------- loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        max_seq_length: int | None = None,
+        doc_stride: int | None = None,
+        max_query_length: int | None = None,
+        **kwargs: Any,
+    ) -> "QAReader":
+        """Load a fine-tuned checkpoint folder (safetensors + tokenizer), refusing anything else.
+
+        Window geometry defaults to what the checkpoint was trained with (squad_qa.json), else
+        run_squad's 384/128/64.
+        """
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        path = check_qa_checkpoint(path)
+        record = read_training_record(path)
+        args = _record_args(record)
+        model, info = AutoModelForQuestionAnswering.from_pretrained(
+            str(path), output_loading_info=True, use_safetensors=True
+        )
+        # Belt and braces for check_qa_checkpoint: whatever the key naming, a QA head that the
+        # loader had to initialise is an untrained head.
+        fresh = sorted(k for k in info.get("missing_keys", ()) if "qa_outputs" in k)
+        if fresh:
+            raise CheckpointError(
+                f"{path}: the question-answering head ({', '.join(fresh)}) was not in the checkpoint "
+                f"and would be random. {TRAIN_HINT}"
+            )
+        if record.get("speed_only"):  # benchmarks/bench_service.py's random-head checkpoint
+            logger.warning("%s is a SPEED-ONLY checkpoint with a random QA head: %s", path, record.get("note", ""))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if not getattr(tokenizer, "is_fast", False):
+            raise CheckpointError(f"{path}: a fast tokenizer (tokenizer.json) is required for character offsets.")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.to(device)
+        max_seq_length = int(max_seq_length or args.get("max_seq_length") or 384)
+        return cls(
+            model,
+            tokenizer,
+            model_dir=path,
+            max_seq_length=max_seq_length,
+            doc_stride=int(doc_stride or args.get("doc_stride") or 128),
+            max_query_length=int(max_query_length or args.get("max_query_length") or 64),
+            record=record,
+            **kwargs,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What GET /v1/model reports: identity, window geometry, recorded metrics."""
+        args = _record_args(self.record)
+        # The base encoder is only known from the training record: config._name_or_path is just
+        # wherever the weights were last loaded from.
+        base = args.get("model_name_or_path") or self.record.get("base_model")
+        default_base = squad_qa.default_base_model_path()
+        if args and (not base or Path(str(base)) == default_base):  # the shipped base encoder
+            base = default_base.parent.name
+        return {
+            "name": self.name,
+            "base": str(base) if base else None,
+            "architecture": type(self.model).__name__,
+            "max_seq_length": self.max_seq_length,
+            "doc_stride": self.doc_stride,
+            "max_query_length": self.max_query_length,
+            "metrics": self.record.get("metrics") or None,
+            "note": self.record.get("note"),
+        }
+
+    # --------------------------------------------------------------------------------- the model
+
+    def features_for(self, examples: Sequence, show_progress: bool = False):
+        from squad_qa.features import convert_examples_to_features
+
+        return convert_examples_to_features(
+            examples,
+            self.tokenizer,
+            max_seq_length=self.max_seq_length,
+            doc_stride=self.doc_stride,
+            max_query_length=self.max_query_length,
+            is_training=False,
+            show_progress=show_progress,
+        )
+
+    @torch.inference_mode()
+    def predict_logits(self, features, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Start/end logits [N, T] for every window, T = the longest window (positions past a
+        window's seq_len are zero and ignored by the post-processor)."""
+        n = len(features)
+        seq_len = np.asarray(features.seq_len)
+        width = int(seq_len.max()) if n else 0
+        start_out = np.zeros((n, width), dtype=np.float32)
+        end_out = np.zeros((n, width), dtype=np.float32)
+        # Longest first, so each chunk holds windows of similar length and pads little; results are
+        # scattered back to their original rows.
+        order = np.argsort(-seq_len, kind="stable")
+        chunks = range(0, n, self.max_batch_size)
+        for lo in tqdm(chunks, desc="predict", unit="batch", disable=not show_progress):
+            idx = order[lo : lo + self.max_batch_size]
+            t = int(seq_len[idx].max())
+            batch = {
+                name: torch.from_numpy(np.ascontiguousarray(getattr(features, name)[idx, :t])).to(
+                    self.device, dtype=torch.long
+                )
+                for name in ("input_ids", "attention_mask", "token_type_ids")
+            }
+            out = self.model(**batch)
+            start_out[idx, :t] = out.start_logits.float().cpu().numpy()
+            end_out[idx, :t] = out.end_logits.float().cpu().numpy()
+        return start_out, end_out
+
+    # ------------------------------------------------------------------------------ the questions
+
+    def answer(
+        self,
+        question: str,
+        context: str,
+        top_k: int = 1,
+        max_answer_length: int = 30,
+        handle_impossible: bool = False,
+    ) -> list[Answer]:
+        return self.answer_batch([QAItem(question, context, top_k, max_answer_length, handle_impossible)])[0]
+
+    def answer_batch(self, items: Iterable[QAItem | Mapping[str, Any]]) -> list[list[Answer]]:
+        """Answers for many (question, context) pairs, in order, with one pass of the model over
+        all their windows. Items may carry their own top_k / max_answer_length / handle_impossible."""
+        items = [it if isinstance(it, QAItem) else QAItem(**it) for it in items]
+        for i, it in enumerate(items):
+            if not it.question.strip():
+                raise ValueError(f"item {i}: question is empty")
+            if not it.context.strip():
+                raise ValueError(f"item {i}: context is empty")
+            if not 1 <= it.top_k <= self.n_best_size:
+                raise ValueError(f"item {i}: top_k must be in 1..{self.n_best_size}, got {it.top_k}")
+            if it.max_answer_length < 1:
+                raise ValueError(f"item {i}: max_answer_length must be >= 1, got {it.max_answer_length}")
+        if not items:
+            return []
+        t0 = time.perf_counter()
+        from squad_qa.data import make_example
+
+        examples = [make_example(str(i), it.question, it.context) for i, it in enumerate(items)]
+        features = self.features_for(examples)
+        start_logits, end_logits = self.predict_logits(features)
+
+        # The post-processor takes one max_answer_length / v2 setting per call, so items are grouped
+        # by those settings (normally there is one group: no extra work).
+        answers: list[list[Answer]] = [[] for _ in items]
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for i, it in enumerate(items):
+            groups.setdefault((it.max_answer_length, it.handle_impossible), []).append(i)
+        feat_example = np.asarray(features.example_index)
+        for (max_len, v2), members in groups.items():
+            if len(groups) == 1:
+                sub_examples, sub_features, rows = examples, features, slice(None)
+            else:
+                rows = np.flatnonzero(np.isin(feat_example, members))
+                sub_examples = [examples[i] for i in members]
+                sub_features = features.select(rows)
+                # select() keeps example_index pointing into the full list; renumber into sub_examples.
+                remap = np.full(len(items), -1, dtype=np.int64)
+                remap[members] = np.arange(len(members))
+                sub_features.example_index = remap[feat_example[rows]].astype(feat_example.dtype)
+            result = self._postprocess(sub_examples, sub_features, start_logits[rows], end_logits[rows], max_len, v2)
+            for i in members:
+                answers[i] = self._pick(result, str(i), items[i], v2)
+        logger.debug("answered %d items (%d windows) in %.1f ms", len(items), len(features),
+                     1000 * (time.perf_counter() - t0))
+        return answers
+
+    def _postprocess(self, examples, features, start_logits, end_logits, max_answer_length, v2):
+        from squad_qa.postprocess import postprocess_predictions
+
+        return postprocess_predictions(
+            examples,
+            features,
+            start_logits,
+            end_logits,
+            n_best_size=self.n_best_size,
+            max_answer_length=max_answer_length,
+            version_2_with_negative=v2,
+            null_score_diff_threshold=self.null_score_diff_threshold,
+        )
+
+    @staticmethod
+    def _pick(result, qas_id: str, item: QAItem, v2: bool) -> list[Answer]:
+        """top_k spans from the n-best list; with handle_impossible the null answer ("") leads
+        when it beat the best span by the threshold (run_squad v2 decision) and is left out
+        otherwise, so the first answer is always the prediction."""
+        nbest = result.nbest.get(qas_id, [])
+        spans = [p for p in nbest if p.text]  # "" is the null / no-candidate entry
+        out: list[Answer] = []
+        if v2 and result.predictions.get(qas_id, "") == "":
+            null = next((p for p in nbest if not p.text), None)
+            out.append(Answer("", float(null.probability) if null else 1.0, 0, 0))
+        out.extend(Answer(p.text, float(p.probability), int(p.start), int(p.end)) for p in spans)
+        return out[: item.top_k]
+
+
+# ------------------------------------------------------------------------------- predict.py
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="predict.py",
+        description="Write SQuAD prediction files (predictions.json, nbest_predictions.json, "
+        "null_odds.json for v2) with a fine-tuned checkpoint.",
+    )
+    p.add_argument("--model", "--model_name_or_path", dest="model", required=True,
+                   help="fine-tuned checkpoint folder (safetensors + tokenizer)")
+    p.add_argument("--predict_file", required=True, help="SQuAD .json or .json.gz")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--version_2_with_negative", action="store_true")
+    p.add_argument("--null_score_diff_threshold", type=float, default=0.0)
+    p.add_argument("--n_best_size", type=int, default=20)
+    p.add_argument("--max_answer_length", type=int, default=30)
+    p.add_argument("--max_seq_length", type=int, default=None, help="default: the checkpoint's, else 384")
+    p.add_argument("--doc_stride", type=int, default=None, help="default: the checkpoint's, else 128")
+    p.add_argument("--max_query_length", type=int, default=None, help="default: the checkpoint's, else 64")
+    p.add_argument("--predict_batch_size", type=int, default=64)
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from squad_qa.data import read_squad_examples
+    from squad_qa.postprocess import postprocess_predictions, write_predictions
+
+    args = build_arg_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        reader = QAReader.from_pretrained(
+            args.model,
+            device=args.device,
+            max_seq_length=args.max_seq_length,
+            doc_stride=args.doc_stride,
+            max_query_length=args.max_query_length,
+            n_best_size=args.n_best_size,
+            max_batch_size=args.predict_batch_size,
+        )
+    except CheckpointError as e:
+        print(f"error: {e}")
+        return 2
+    t0 = time.perf_counter()
+    examples = read_squad_examples(args.predict_file, is_training=False,
+                                   version_2_with_negative=args.version_2_with_negative)
+    features = reader.features_for(examples, show_progress=True)
+    start_logits, end_logits = reader.predict_logits(features, show_progress=True)
+    result = postprocess_predictions(
+        examples, features, start_logits, end_logits,
+        n_best_size=args.n_best_size,
+        max_answer_length=args.max_answer_length,
+        version_2_with_negative=args.version_2_with_negative,
+        null_score_diff_threshold=args.null_score_diff_threshold,
+    )
+    paths = write_predictions(result, args.output_dir)
+    took = time.perf_counter() - t0
+    print(f"{len(examples)} questions, {len(features)} windows, {took:.1f} s "
+          f"({len(examples) / max(took, 1e-9):.1f} questions/s)")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0

@@ -1,0 +1,66 @@
+"""Shared pytest fixtures (keep this file small; one fixture per shared resource)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_checkpoint(tmp_path_factory) -> Path:
+    """A tiny *random* BertForQuestionAnswering saved like a fine-tuned checkpoint.
+
+    Real uncased vocabulary size (30522) and the real base tokenizer, so tokenisation, offsets
+    and windows are exactly what the shipped model sees; 2 layers of width 32, so it loads and
+    runs in milliseconds. Its answers are arbitrary but deterministic (seeded).
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    import squad_qa
+
+    out = tmp_path_factory.mktemp("tiny_qa_checkpoint")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertForQuestionAnswering(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(squad_qa.default_base_model_path())).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_qa_checkpoint):
+    """The real service (uvicorn, HTTP on a free 127.0.0.1 port) around the tiny checkpoint, in a
+    background thread. Yields (base_url, app); shut down at the end of the session."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(tiny_qa_checkpoint)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this very socket
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start (see the log above)")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()

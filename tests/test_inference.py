@@ -1,0 +1,205 @@
+"""QAReader: loading rules, exact-substring answers, windows, batching, v2 null answers, predict.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+import squad_qa
+from squad_qa.inference import CheckpointError, QAItem, QAReader, check_qa_checkpoint, main
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+UNICODE_CONTEXT = (
+    "Zürich's Café Odeon opened in 1911 — it served naïve poets, 北京 visitors and émigrés 🎉. "
+    "Straße, Ærøskøbing and São Paulo appear in its guest book,\u00a0twice;\ttabs\tand  double  spaces too."
+)
+
+
+@pytest.fixture(scope="module")
+def reader(tiny_qa_checkpoint) -> QAReader:
+    return QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(str(squad_qa.default_base_model_path()))
+
+
+class KeywordQA(torch.nn.Module):
+    """A deterministic stand-in for a trained head: the start logit peaks on token `start_id`, the
+    end logit on `end_id`, [CLS] (the v2 no-answer position) gets `cls_logit`. It runs on the real
+    input ids, so windows, padding, offsets and post-processing are all exercised for real."""
+
+    def __init__(self, start_id: int, end_id: int, cls_logit: float = -10.0) -> None:
+        super().__init__()
+        self.start_id, self.end_id, self.cls_logit = start_id, end_id, cls_logit
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the reader a device
+        self.calls: list[tuple[int, int]] = []  # (batch, width) of every forward pass
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        self.calls.append(tuple(input_ids.shape))
+        start = (input_ids == self.start_id).float() * 10.0
+        end = (input_ids == self.end_id).float() * 10.0
+        start[:, 0] = self.cls_logit
+        end[:, 0] = self.cls_logit
+        return SimpleNamespace(start_logits=start, end_logits=end)
+
+
+def keyword_reader(tokenizer, answer: str, **kwargs) -> QAReader:
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    cls_logit = kwargs.pop("cls_logit", -10.0)
+    return QAReader(KeywordQA(ids[0], ids[-1], cls_logit), tokenizer, **kwargs)
+
+
+# ----------------------------------------------------------------------------- loading rules
+
+
+def test_base_encoder_without_qa_head_is_refused():
+    base = squad_qa.default_base_model_path()
+    with pytest.raises(CheckpointError) as err:
+        QAReader.from_pretrained(base)
+    message = str(err.value)
+    assert "qa_outputs" in message and "scripts/train_squad.py" in message
+
+
+def test_missing_folder_and_pickle_only_folder_are_refused(tmp_path, tiny_qa_checkpoint):
+    with pytest.raises(CheckpointError, match="(?s)does not exist.*train_squad.py"):
+        check_qa_checkpoint(tmp_path / "nope")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(tiny_qa_checkpoint / "config.json", pickled / "config.json")
+    (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        QAReader.from_pretrained(pickled)
+
+
+def test_training_record_sets_geometry_and_metrics(tmp_path, tiny_qa_checkpoint):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_qa_checkpoint, ckpt)
+    record = {
+        "training_args": {"model_name_or_path": "minilm-l6", "max_seq_length": 128, "doc_stride": 64, "max_query_length": 32},
+        "metrics": {"exact_match": 12.5, "f1": 20.25},
+    }
+    (ckpt / "squad_qa.json").write_text(json.dumps(record))
+    info = QAReader.from_pretrained(ckpt).describe()
+    assert (info["name"], info["base"]) == ("ckpt", "minilm-l6")
+    assert (info["max_seq_length"], info["doc_stride"], info["max_query_length"]) == (128, 64, 32)
+    assert info["metrics"] == {"exact_match": 12.5, "f1": 20.25}
+
+
+# ------------------------------------------------------------------------------------ answers
+
+
+def test_answers_are_exact_substrings_of_unicode_contexts(reader):
+    answers = reader.answer("Who visited the café?", UNICODE_CONTEXT, top_k=10)
+    assert len(answers) == 10
+    for a in answers:
+        assert a.text and UNICODE_CONTEXT[a.start : a.end] == a.text
+        assert 0.0 < a.score <= 1.0
+    scores = [a.score for a in answers]
+    assert scores == sorted(scores, reverse=True)
+    assert len({a.text for a in answers}) == 10  # n-best is deduplicated by text
+
+
+def test_long_context_answer_from_a_late_window(tokenizer):
+    filler = "The committee met again on Tuesday and discussed the budget at length. " * 60
+    context = filler + "Naïve 🎉 visitors finally reached Zürich by train. " + filler
+    reader = keyword_reader(tokenizer, "Zürich", max_seq_length=96, doc_stride=32, max_query_length=16)
+    features = reader.features_for([squad_qa.data.make_example("q", "Where did they go?", context)])
+    assert len(features) > 10  # really spread over many windows
+    (best,) = reader.answer("Where did they go?", context)
+    assert best.text == "Zürich"
+    assert best.start == context.index("Zürich") and context[best.start : best.end] == "Zürich"
+
+
+def test_multi_token_unicode_span(tokenizer):
+    reader = keyword_reader(tokenizer, "北京 visitors")
+    (best,) = reader.answer("Who?", UNICODE_CONTEXT)
+    assert best.text == "北京 visitors" and UNICODE_CONTEXT[best.start : best.end] == best.text
+
+
+def test_batch_matches_one_by_one_and_runs_all_windows_together(reader):
+    items = [
+        QAItem("Who visited the café?", UNICODE_CONTEXT, top_k=3),
+        QAItem("When did it open?", "Café Odeon opened in 1911 on the Limmatquai.", max_answer_length=2),
+        QAItem("Which city?", "The guest book lists Straße, Ærøskøbing and São Paulo.", handle_impossible=True, top_k=2),
+        QAItem("What?", "x " * 900, top_k=2),  # several windows
+    ]
+    single = [reader.answer(**vars(it)) for it in items]
+    batched = reader.answer_batch(items)
+    assert [[(a.text, a.start, a.end) for a in r] for r in batched] == [
+        [(a.text, a.start, a.end) for a in r] for r in single
+    ]
+    for b, s in zip(batched, single):
+        assert [a.score for a in b] == pytest.approx([a.score for a in s], abs=1e-4)
+    for it, res in zip(items, batched):
+        assert 1 <= len(res) <= it.top_k
+        assert all(len(a.text.split()) <= it.max_answer_length for a in res if it.max_answer_length == 2)
+
+
+def test_chunking_and_dynamic_padding(tokenizer):
+    contexts = [("short one. " * n) + "Zürich." for n in (1, 5, 40, 300)]
+    reader = keyword_reader(tokenizer, "Zürich", max_seq_length=128, doc_stride=64, max_query_length=16,
+                            max_batch_size=3)
+    results = reader.answer_batch([QAItem("Where?", c) for c in contexts])
+    assert [(r[0].text, r[0].start) for r in results] == [("Zürich", c.index("Zürich")) for c in contexts]
+    calls = reader.model.calls
+    assert all(b <= 3 for b, _ in calls)  # chunks of max_batch_size windows
+    widths = [w for _, w in calls]
+    assert widths == sorted(widths, reverse=True) and widths[-1] < 128  # longest first, padded per chunk
+
+
+def test_handle_impossible_returns_the_null_answer_when_it_wins(tokenizer):
+    context = "The museum is closed on Mondays in Zürich."
+    null_wins = keyword_reader(tokenizer, "Zürich", cls_logit=30.0)
+    answers = null_wins.answer("When is it open?", context, top_k=2, handle_impossible=True)
+    assert answers[0].text == "" and (answers[0].start, answers[0].end) == (0, 0)
+    assert answers[0].score > 0.99
+    assert answers[1].text == "Zürich"
+    # v1 behaviour ignores the null score entirely
+    assert null_wins.answer("When is it open?", context)[0].text == "Zürich"
+    span_wins = keyword_reader(tokenizer, "Zürich", cls_logit=-30.0)
+    assert span_wins.answer("Where?", context, handle_impossible=True)[0].text == "Zürich"
+
+
+def test_bad_items_are_rejected_with_their_index(reader):
+    with pytest.raises(ValueError, match="item 1: question is empty"):
+        reader.answer_batch([QAItem("ok?", "fine"), QAItem("  ", "fine")])
+    with pytest.raises(ValueError, match="item 0: top_k"):
+        reader.answer_batch([QAItem("ok?", "fine", top_k=0)])
+
+
+# --------------------------------------------------------------------------------- predict.py
+
+
+@pytest.mark.parametrize("fixture,v2", [("tiny_squad.json", False), ("tiny_squad_v2.json", True)])
+def test_predict_main_writes_prediction_files(tmp_path, tiny_qa_checkpoint, fixture, v2):
+    data = json.loads((FIXTURES / fixture).read_text())
+    contexts = {qa["id"]: p["context"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]}
+    argv = ["--model", str(tiny_qa_checkpoint), "--predict_file", str(FIXTURES / fixture), "--output_dir", str(tmp_path)]
+    assert main(argv + (["--version_2_with_negative"] if v2 else [])) == 0
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    assert set(predictions) == set(contexts)
+    assert all(text in contexts[qid] for qid, text in predictions.items())
+    assert (tmp_path / "nbest_predictions.json").is_file()
+    assert (tmp_path / "null_odds.json").is_file() == v2
+
+
+def test_predict_main_refuses_base_encoder(tmp_path, capsys):
+    argv = ["--model", str(squad_qa.default_base_model_path()), "--predict_file", str(FIXTURES / "tiny_squad.json"),
+            "--output_dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "train_squad.py" in capsys.readouterr().out
+
+
+def test_context_without_tokens_gets_no_answer_not_an_error(reader, caplog):
+    # Zero-width and control characters survive str.strip() but tokenize to nothing: no window, no answer.
+    assert reader.answer_batch([QAItem("Who?", "\u200b\u200b \x00"), QAItem("Who?", "Ann met Bob.")])[0] == []
+    assert "no tokens" in caplog.text

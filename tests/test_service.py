@@ -1,0 +1,266 @@
+"""The HTTP service: every route, every error body, micro-batching, and a real uvicorn under load."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+import squad_qa
+import squad_qa.data
+import squad_qa.inference as inference
+from service.app import STATIC_DIR, create_app, serve_main
+from squad_qa.inference import CheckpointError, QAReader
+
+UNICODE_CONTEXT = (
+    "Zürich's Café Odeon opened in 1911 — it served naïve poets, 北京 visitors and émigrés 🎉. "
+    "Straße, Ærøskøbing and São Paulo appear in its guest book,\u00a0twice;\ttabs\tand  double  spaces too."
+)
+LIMITS = {"max_context_chars": 5000, "max_batch_items": 4}
+
+
+@pytest.fixture(scope="module")
+def client(tiny_qa_checkpoint):
+    with TestClient(create_app(tiny_qa_checkpoint, **LIMITS), raise_server_exceptions=False) as c:
+        yield c
+
+
+def assert_exact(answers: list[dict], context: str) -> None:
+    assert answers, "no answer"
+    for a in answers:
+        assert context[a["start"] : a["end"]] == a["text"], a
+        assert 0.0 <= a["score"] <= 1.0
+
+
+def assert_error(r: httpx.Response, status: int, error: str, message: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == error
+    assert re.fullmatch(r"[0-9a-f]{32}", body["request_id"]) and body["request_id"] == r.headers["x-request-id"]
+    if message is not None:
+        assert re.search(message, body["message"]), body["message"]
+    return body
+
+
+# --------------------------------------------------------------------------------- the routes
+
+
+def test_health_and_model(client, tiny_qa_checkpoint):
+    assert client.get("/health").json() == {"status": "ok", "model_loaded": True, "model": tiny_qa_checkpoint.name}
+    info = client.get("/v1/model").json()
+    assert info["name"] == tiny_qa_checkpoint.name and info["architecture"] == "BertForQuestionAnswering"
+    assert (info["max_seq_length"], info["doc_stride"], info["max_query_length"]) == (384, 128, 64)
+    assert info["metrics"] is None  # no squad_qa.json: nothing is made up
+    assert info["max_context_chars"] == 5000 and info["max_batch_items"] == 4
+
+
+def test_model_metrics_come_from_the_training_record(tmp_path, tiny_qa_checkpoint):
+    ckpt = tmp_path / "trained"
+    shutil.copytree(tiny_qa_checkpoint, ckpt)
+    record = {"training_args": {"model_name_or_path": "minilm"}, "metrics": {"exact_match": 80.1, "f1": 87.6}}
+    (ckpt / "squad_qa.json").write_text(json.dumps(record))
+    with TestClient(create_app(ckpt)) as c:
+        info = c.get("/v1/model").json()
+    assert (info["name"], info["base"], info["metrics"]) == ("trained", "minilm", {"exact_match": 80.1, "f1": 87.6})
+
+
+def test_docs_and_openapi(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/answer", "/v1/answer/batch", "/health", "/v1/model"} <= set(spec["paths"])
+    assert "AnswerRequest" in spec["components"]["schemas"]
+
+
+def test_web_page_is_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    html = r.text
+    assert '<label for="context">' in html and '<label for="question">' in html and 'aria-live="polite"' in html
+    for name in ("index.html", "app.js", "style.css"):
+        text = (STATIC_DIR / name).read_text()
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), f"{name} references another host"
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+
+
+def test_answer_has_exact_offsets_in_unicode(client, tiny_qa_checkpoint):
+    r = client.post("/v1/answer", json={"question": "Who visited the café?", "context": UNICODE_CONTEXT, "top_k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["answers"]) == 5 and body["model"] == tiny_qa_checkpoint.name and body["took_ms"] >= 0
+    assert_exact(body["answers"], UNICODE_CONTEXT)
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
+
+
+def test_answer_in_a_context_longer_than_one_window(client):
+    context = " ".join(f"Sentence {i} mentions the río número {i} and its bridges." for i in range(80))
+    assert len(context) < LIMITS["max_context_chars"]
+    example = squad_qa.data.make_example("q", "Which river?", context)
+    assert len(client.app.state.reader.features_for([example])) >= 3
+    body = client.post("/v1/answer", json={"question": "Which river?", "context": context, "top_k": 3}).json()
+    assert_exact(body["answers"], context)
+
+
+def test_batch_answers_in_order_and_match_single_requests(client):
+    items = [
+        {"question": "Who visited the café?", "context": UNICODE_CONTEXT, "top_k": 2},
+        {"question": "When?", "context": "Café Odeon opened in 1911.", "max_answer_length": 1},
+        {"question": "Where?", "context": "It stands on the Limmatquai in Zürich.", "handle_impossible": True},
+    ]
+    r = client.post("/v1/answer/batch", json=items)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 3
+    for item, result in zip(items, results):
+        single = client.post("/v1/answer", json=item).json()
+        assert [(a["text"], a["start"], a["end"]) for a in result["answers"]] == [
+            (a["text"], a["start"], a["end"]) for a in single["answers"]
+        ]
+        assert_exact([a for a in result["answers"] if a["text"]], item["context"])
+
+
+# ------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "body,where",
+    [
+        ({"question": "", "context": "text"}, "body.question: .*empty"),
+        ({"question": "   \t", "context": "text"}, "body.question: .*empty"),
+        ({"question": "Why?", "context": " \n "}, "body.context: .*empty"),
+        ({"context": "text"}, "body.question: Field required"),
+        ({"question": 3, "context": "text"}, "body.question"),
+        ({"question": "Why?", "context": "text", "top_k": 0}, "body.top_k"),
+        ({"question": "Why?", "context": "text", "model": "/etc"}, "body.model: Extra inputs"),  # no model path
+    ],
+)
+def test_invalid_requests_get_422(client, body, where):
+    assert_error(client.post("/v1/answer", json=body), 422, "invalid_request", where)
+
+
+def test_malformed_json_gets_422(client):
+    r = client.post("/v1/answer", content=b'{"question": "Why?", "context": ', headers={"content-type": "application/json"})
+    body = assert_error(r, 422, "invalid_request", "JSON decode error")
+    assert body["detail"][0]["type"] == "json_invalid"
+    assert_error(client.post("/v1/answer/batch", json=[]), 422, "invalid_request", "at least 1 item")
+    assert_error(client.post("/v1/answer/batch", json={"question": "a", "context": "b"}), 422, "invalid_request")
+    # a list item that is bad is named by its index
+    bad = [{"question": "ok?", "context": "fine"}, {"question": " ", "context": "fine"}]
+    assert_error(client.post("/v1/answer/batch", json=bad), 422, "invalid_request", r"body\.1\.question")
+
+
+def test_limits_get_413(client):
+    big = "word " * (LIMITS["max_context_chars"] // 5 + 1)
+    assert_error(client.post("/v1/answer", json={"question": "Why?", "context": big}), 413, "payload_too_large",
+                 r"context has \d+ characters; the limit is 5000")
+    items = [{"question": "Why?", "context": "fine"}, {"question": "Why?", "context": big}]
+    assert_error(client.post("/v1/answer/batch", json=items), 413, "payload_too_large", "item 1: context")
+    items = [{"question": "Why?", "context": "fine"}] * 5
+    assert_error(client.post("/v1/answer/batch", json=items), 413, "payload_too_large", "batch has 5 items; the limit is 4")
+
+
+def test_internal_failure_gets_500_with_request_id_and_no_trace(client, monkeypatch, caplog):
+    reader = client.app.state.reader
+
+    def broken(items):
+        raise RuntimeError("secret internal detail /srv/weights")
+
+    monkeypatch.setattr(reader, "answer_batch", broken)
+    r = client.post("/v1/answer", json={"question": "Why?", "context": "Because."})
+    body = assert_error(r, 500, "internal_error")
+    assert "secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
+    assert body["request_id"] in body["message"]
+    assert any(body["request_id"] in rec.getMessage() for rec in caplog.records)  # ... and in the server log
+    monkeypatch.undo()
+    assert client.post("/v1/answer", json={"question": "Why?", "context": "Because."}).status_code == 200
+
+
+def test_unknown_route_is_a_json_404(client):
+    assert_error(client.get("/v2/nothing"), 404, "not_found")
+
+
+# ------------------------------------------------------------------------------ start-up rules
+
+
+def test_app_refuses_the_base_encoder_at_startup():
+    app = create_app(squad_qa.default_base_model_path())
+    with pytest.raises(CheckpointError, match="(?s)qa_outputs.*train_squad.py"):
+        with TestClient(app):
+            pass
+
+
+def test_serve_refuses_without_a_fine_tuned_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(inference.MODEL_ENV_VAR, raising=False)
+    monkeypatch.setattr(inference, "DEFAULT_MODEL_DIR", tmp_path / "models" / "squad-minilm-l6")
+    assert serve_main([]) == 2
+    assert re.search(r"(?s)squad-minilm-l6 does not exist.*python scripts/train_squad.py", capsys.readouterr().err)
+    assert serve_main(["--model", str(squad_qa.default_base_model_path())]) == 2
+    assert "qa_outputs" in capsys.readouterr().err
+
+
+def test_model_dir_from_environment(tiny_qa_checkpoint, monkeypatch):
+    monkeypatch.setenv(inference.MODEL_ENV_VAR, str(tiny_qa_checkpoint))
+    with TestClient(create_app()) as c:
+        assert c.get("/health").json()["model"] == tiny_qa_checkpoint.name
+
+
+# ------------------------------------------------------------------------------- micro-batching
+
+
+class SlowReader(QAReader):
+    """The tiny model plus a fixed delay per model call, to watch batching and the event loop."""
+
+    delay = 0.4
+
+    def answer_batch(self, items):
+        time.sleep(self.delay)
+        return super().answer_batch(items)
+
+
+def test_concurrent_requests_share_model_calls_and_the_loop_stays_free(tiny_qa_checkpoint):
+    base = QAReader.from_pretrained(tiny_qa_checkpoint)
+    reader = SlowReader(base.model, base.tokenizer, model_dir=tiny_qa_checkpoint)
+    with TestClient(create_app(reader=reader, max_batch_size=16, max_wait_ms=20)) as c:
+        batcher = c.app.state.batcher
+        body = {"question": "Who?", "context": "Ann met Bob in Zürich."}
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(c.post, "/v1/answer", json=body) for _ in range(8)]
+            time.sleep(0.1)  # the first model call is running now
+            t0 = time.perf_counter()
+            assert c.get("/health").status_code == 200
+            health_s = time.perf_counter() - t0
+            responses = [f.result(timeout=60) for f in futures]
+    assert all(r.status_code == 200 for r in responses)
+    spans = [[(a["text"], a["start"], a["end"]) for a in r.json()["answers"]] for r in responses]
+    assert all(s == spans[0] for s in spans)  # batched or alone, the same answer (scores: float noise)
+    assert health_s < SlowReader.delay / 2, f"/health waited {health_s:.2f}s behind the model"
+    assert batcher.requests_served == 8 and batcher.calls <= 3, (batcher.calls, batcher.requests_served)
+
+
+def test_real_server_under_concurrency(live_server):
+    """300 requests, 16 at a time, against uvicorn on a loopback port: no errors, exact offsets."""
+    base_url, app = live_server
+    contexts = [f"Request {i}: the ferry to Zürich leaves pier {i % 7} at {i % 12 + 1} o'clock, "
+                f"and tickets cost {i} francs 🎫." for i in range(300)]
+
+    def ask(i: int) -> tuple[int, dict]:
+        r = http.post("/v1/answer", json={"question": "When does the ferry leave?", "context": contexts[i]})
+        return r.status_code, r.json()
+
+    calls_before = app.state.batcher.calls
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    with httpx.Client(base_url=base_url, timeout=60, limits=limits) as http, ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(ask, range(300)))
+    errors = [(i, s, b) for i, (s, b) in enumerate(results) if s != 200]
+    assert not errors, errors[:3]
+    for i, (_, body) in enumerate(results):
+        assert_exact(body["answers"], contexts[i])
+    calls = app.state.batcher.calls - calls_before
+    assert calls < 300, "requests were never batched together"
