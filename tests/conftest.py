@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The SQuAD files: ../shared/squad beside the checkout (CI has it there), or $SQUAD_DIR.
+SQUAD_DIR = Path(os.environ.get("SQUAD_DIR", Path(__file__).resolve().parents[2] / "shared" / "squad"))
+
+
+@pytest.fixture(scope="session")
+def squad_dir() -> Path:
+    """Integration tests read the real files; a missing folder is a failure, not a skip."""
+    assert (SQUAD_DIR / "dev-v1.1.json.gz").is_file(), f"SQuAD files not found in {SQUAD_DIR} (set SQUAD_DIR)"
+    return SQUAD_DIR
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,11 @@
 import gzip
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from squad_qa.data import (SquadFormatError, is_whitespace, load_squad_json, make_example, read_squad_examples,
                            whitespace_tokenize)
 
-
-@pytest.fixture(scope="module")
-def squad_dir():
-    path = Path(os.environ.get("SQUAD_DIR", Path(__file__).resolve().parents[2] / "shared" / "squad"))
-    assert (path / "dev-v1.1.json.gz").is_file(), f"SQuAD files not found in {path} (set SQUAD_DIR)"
-    return path
 
 
 def run_squad_words(text):

@@ -1,5 +1,4 @@
 import gzip
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +9,6 @@ from squad_qa.download import ChecksumError, fetch, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def squad_dir():
-    path = Path(os.environ.get("SQUAD_DIR", ROOT.parent / "shared" / "squad"))
-    assert (path / "dev-v1.1.json.gz").is_file(), f"SQuAD files not found in {path} (set SQUAD_DIR)"
-    return path
 
 
 def test_copy_from_local_folder_verifies_and_is_idempotent(tmp_path, squad_dir):

@@ -1,6 +1,4 @@
-import os
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +6,7 @@ from transformers import AutoTokenizer
 
 from squad_qa import default_base_model_path
 from squad_qa import features as F
-from squad_qa.data import SquadExample, make_example, read_squad_examples, whitespace_tokenize
+from squad_qa.data import make_example, read_squad_examples
 from squad_qa.features import SquadFeatures, convert_examples_to_features, validate_feature_params
 
 
@@ -16,12 +14,6 @@ from squad_qa.features import SquadFeatures, convert_examples_to_features, valid
 def tok():
     return AutoTokenizer.from_pretrained(default_base_model_path())
 
-
-@pytest.fixture(scope="module")
-def squad_dir():
-    path = Path(os.environ.get("SQUAD_DIR", Path(__file__).resolve().parents[2] / "shared" / "squad"))
-    assert (path / "dev-v1.1.json.gz").is_file(), f"SQuAD files not found in {path} (set SQUAD_DIR)"
-    return path
 
 
 def train_example(question, context, answer, answer_start, qas_id="q"):

@@ -52,7 +52,7 @@ from squad_qa.data import read_squad_examples
 from squad_qa.features import convert_examples_to_features
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "squad"
+from conftest import SQUAD_DIR as SQUAD  # noqa: E402
 
 CASES = {  # fixture -> (SQuAD file, training mode)
     "dev-v1.1-eval": (SQUAD / "dev-v1.1.json.gz", False),
@@ -75,7 +75,7 @@ def tokenizer():
 def _convert(name, tokenizer):
     path, is_training = CASES[name]
     if not path.is_file():
-        pytest.skip(f"SQuAD data not found at {path}")
+        pytest.fail(f"SQuAD data not found at {path} (set SQUAD_DIR)")
     with np.load(FIXTURES / f"{name}.npz", allow_pickle=False) as z:
         legacy = {k: z[k] for k in z.files}
     assert bool(legacy["is_training"]) == is_training

@@ -23,13 +23,11 @@ import pytest
 from squad_qa import metrics
 
 REPO = Path(__file__).resolve().parents[1]
-SQUAD_DIR = REPO.parent / "shared" / "squad"
+from conftest import SQUAD_DIR  # noqa: E402
 DEV_V1 = SQUAD_DIR / "dev-v1.1.json.gz"
 DEV_V2 = SQUAD_DIR / "dev-v2.0.json.gz"
 
-needs_dev = pytest.mark.skipif(
-    not (DEV_V1.exists() and DEV_V2.exists()), reason=f"SQuAD dev files not found under {SQUAD_DIR}"
-)
+needs_dev = pytest.mark.usefixtures("squad_dir")  # fails, with the path, if the files are missing
 
 
 # --------------------------------------------------------------------------- #

@@ -6,7 +6,6 @@ import gzip
 import json
 import logging
 import math
-import os
 import re
 import subprocess
 import sys
@@ -573,12 +572,6 @@ UNREACHABLE = {
                                 '..."), more than max_answer_length = 30',
 }
 
-
-@pytest.fixture(scope="module")
-def squad_dir() -> Path:
-    path = Path(os.environ.get("SQUAD_DIR", REPO.parent / "shared" / "squad"))
-    assert (path / "dev-v1.1.json.gz").is_file(), f"SQuAD files not found in {path} (set SQUAD_DIR)"
-    return path
 
 
 def gold_logits(examples, feats, max_answer_length=30):
