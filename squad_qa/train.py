@@ -1,0 +1,1348 @@
+"""Fine-tune BertForQuestionAnswering on SQuAD: the training loop of run_squad.py, plus the usual tricks.
+
+Top to bottom:
+    flags        run_squad flag names; ``--config FILE`` (JSON/YAML) supplies defaults, the command line overrides
+    validation   every inconsistent flag / missing file is refused before any work
+    batching     length-grouped batches + dynamic padding (a SQuAD window is often far shorter than 384)
+    one step     forward (autocast) -> span loss (+ label smoothing, R-Drop) -> backward (+ FGM/PGD) -> clip -> AdamW
+    checkpoints  atomic ``checkpoint-<step>`` dirs holding everything needed to resume mid-epoch bit-for-bit
+    evaluation   logits (sharded across DDP ranks) -> postprocess -> official EM/F1
+    main()       wires it together; ``torchrun --nproc_per_node=N scripts/train_squad.py ...`` runs DDP
+
+The loss is ours (``losses.span_loss``) rather than the model's, so that label smoothing and R-Drop can see
+the logits; without tricks it is exactly BertForQuestionAnswering's (start CE + end CE) / 2.
+
+What a run leaves in ``--output_dir``::
+
+    model.safetensors config.json tokenizer*   the final model (EMA/SWA weights when those are on)
+    squad_qa.json                              training args, metrics, which weights ("raw" / "ema" / "swa")
+    predictions.json nbest_predictions.json    (--do_eval; null_odds.json for v2) and eval_results.json
+    metrics.jsonl                              one row per logging step / evaluation (runs/ for TensorBoard)
+    checkpoint-<step>/                         model (raw weights) + tokenizer, optimizer.pt, scheduler.pt,
+                                               [swa_scheduler.pt, scaler.pt, averaged.safetensors],
+                                               rng_state_<rank>.pt, trainer_state.json (written last)
+    best/                                      (--eval_steps) the best model so far, by F1
+
+Resuming replays the run exactly: the batch order is a pure function of (seed, epoch), the checkpoint
+records how many of the epoch's batches were consumed, and the RNG states bring back the same dropout masks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+import squad_qa
+from squad_qa.data import SquadFormatError
+
+logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TMP_PREFIX = ".tmp-"
+RUN_INFO_FILE = "squad_qa.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+class UsageError(ValueError):
+    """Inconsistent flags, missing files, refused combinations: reported before any work is done."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN/inf; the run stops without saving the poisoned weights."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train_squad",
+        description="Fine-tune a BERT-style encoder for SQuAD extractive QA (run_squad.py flags).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", help="JSON or YAML file of the same keys as the flags; command-line flags override it")
+
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model_name_or_path", help="local model folder (default: squad_qa.default_base_model_path())")
+    g.add_argument("--train_file", help="SQuAD .json or .json.gz for training")
+    g.add_argument("--predict_file", help="SQuAD .json or .json.gz to predict and score")
+    g.add_argument("--output_dir", help="where checkpoints, the final model and predictions go")
+    g.add_argument("--cache_dir", help="cache converted features here (.npz)")
+    g.add_argument("--do_train", action="store_true")
+    g.add_argument("--do_eval", action="store_true")
+    g.add_argument("--overwrite_output_dir", action="store_true")
+    g.add_argument("--version_2_with_negative", action="store_true", help="SQuAD 2.0: some questions have no answer")
+    g.add_argument("--null_score_diff_threshold", type=float, default=0.0)
+    g.add_argument("--max_seq_length", type=int, default=384)
+    g.add_argument("--doc_stride", type=int, default=128)
+    g.add_argument("--max_query_length", type=int, default=64)
+    g.add_argument("--n_best_size", type=int, default=20)
+    g.add_argument("--max_answer_length", type=int, default=30)
+    g.add_argument("--max_train_samples", type=int, help="train on the first N questions only")
+    g.add_argument("--max_eval_samples", type=int, help="evaluate on the first N questions only")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--per_device_train_batch_size", type=int, default=32)
+    g.add_argument("--per_device_eval_batch_size", type=int, default=64)
+    g.add_argument("--learning_rate", type=float, default=3e-5)
+    g.add_argument("--weight_decay", type=float, default=0.0)
+    g.add_argument("--adam_epsilon", type=float, default=1e-8)
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="0 disables clipping")
+    g.add_argument("--num_train_epochs", type=float, default=2.0)
+    g.add_argument("--max_steps", type=int, default=-1, help="if > 0: total optimiser steps (overrides epochs)")
+    g.add_argument("--warmup_steps", type=int, default=0)
+    g.add_argument("--warmup_ratio", type=float, default=0.0)
+    g.add_argument("--lr_scheduler", choices=["linear", "cosine", "constant"], default="linear")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU)")
+    g.add_argument("--fp16", action="store_true", help="float16 autocast + GradScaler (CUDA only)")
+    g.add_argument("--no_cuda", action="store_true", help="train on CPU even if a GPU is present")
+    g.add_argument("--no_group_by_length", action="store_true",
+                   help="plain shuffled batches instead of length-grouped ones (still dynamically padded)")
+
+    g = p.add_argument_group("logging, evaluation and checkpoints")
+    g.add_argument("--logging_steps", type=int, default=50)
+    g.add_argument("--save_steps", type=int, default=500, help="checkpoint every N optimiser steps (0: never)")
+    g.add_argument("--save_total_limit", type=int, default=2, help="keep the last N checkpoints (0: keep all)")
+    g.add_argument("--resume_from_checkpoint", nargs="?", const="latest",
+                   help="a checkpoint folder, or 'latest' (the newest checkpoint-* in output_dir)")
+    g.add_argument("--eval_steps", type=int, default=0,
+                   help="evaluate every N optimiser steps during training; best model kept in output_dir/best")
+    g.add_argument("--eval_subset", type=int, default=0,
+                   help="with --eval_steps: evaluate on the first N questions of the predict file only")
+
+    g = p.add_argument_group("tricks (all off by default)")
+    g.add_argument("--label_smoothing", type=float, default=0.0, help="epsilon over context tokens + CLS")
+    g.add_argument("--adv", choices=["fgm", "pgd"], help="adversarial training on the word embeddings")
+    g.add_argument("--adv_epsilon", type=float, help="perturbation radius (default 1.0)")
+    g.add_argument("--adv_alpha", type=float, help="PGD step size (default 0.3)")
+    g.add_argument("--adv_steps", type=int, help="PGD steps (default 3)")
+    g.add_argument("--adv_param", help="name fragment of the perturbed parameter (default word_embeddings)")
+    g.add_argument("--ema_decay", type=float, help="keep an exponential moving average of the weights")
+    g.add_argument("--swa_start", type=float,
+                   help="start stochastic weight averaging after this fraction of training (0 < x < 1) "
+                        "or after this many epochs (x >= 1)")
+    g.add_argument("--swa_lr", type=float, help="SWA learning rate (default: --learning_rate)")
+    g.add_argument("--swa_anneal_steps", type=int, help="steps to anneal to --swa_lr (default: 10%% of the SWA phase)")
+    g.add_argument("--swa_freq", type=int, help="update the SWA average every N optimiser steps (default 1)")
+    g.add_argument("--llrd_decay", type=float, help="layer-wise lr decay gamma in (0, 1]")
+    g.add_argument("--head_lr", type=float, help="with --llrd_decay: lr of the QA head (default --learning_rate)")
+    g.add_argument("--llrd_groups", type=int, help="with --llrd_decay: number of layer groups sharing one lr")
+    g.add_argument("--reinit_layers", type=int, default=0, help="re-initialise the top N encoder layers")
+    g.add_argument("--rdrop_alpha", type=float, default=0.0, help="R-Drop: weight of the symmetric KL term")
+
+    # Test/debug hooks, hidden from --help: simulate a kill after N steps; poison the loss at step N.
+    p.add_argument("--stop_after_steps", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--debug_nan_at_step", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a JSON/YAML experiment file into parser defaults, with the same checks argparse would do."""
+    cfg_path = Path(path)
+    if not cfg_path.is_file():
+        raise UsageError(f"--config: file not found: {cfg_path}")
+    text = cfg_path.read_text(encoding="utf-8")
+    try:
+        if cfg_path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+    except Exception as e:  # both parsers raise their own types; the message is what matters
+        raise UsageError(f"--config {cfg_path}: cannot parse: {e}") from e
+    if not isinstance(raw, dict):
+        raise UsageError(f"--config {cfg_path}: expected a mapping of flag names to values, got {type(raw).__name__}")
+
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    cfg: dict[str, Any] = {}
+    unknown = []
+    for key, value in raw.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            unknown.append(str(key))
+            continue
+        if value is not None:
+            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+                if not isinstance(value, bool):
+                    raise UsageError(f"--config {cfg_path}: '{key}' must be true or false, got {value!r}")
+            elif action.type is not None:
+                try:
+                    value = action.type(value)
+                except (TypeError, ValueError) as e:
+                    raise UsageError(f"--config {cfg_path}: '{key}': {e}") from e
+            if action.choices is not None and value not in action.choices:
+                raise UsageError(f"--config {cfg_path}: '{key}' must be one of {list(action.choices)}, got {value!r}")
+        cfg[dest] = value
+    if unknown:
+        raise UsageError(f"--config {cfg_path}: unknown keys {sorted(unknown)} (use the flag names, e.g. learning_rate)")
+    return cfg
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        parser.set_defaults(**load_config(pre.config, parser))
+    return parser.parse_args(argv)
+
+
+def _use_cuda(args: argparse.Namespace) -> bool:
+    return torch.cuda.is_available() and not args.no_cuda
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Refuse what cannot work, with a message naming the flag, before loading anything heavy."""
+    errors: list[str] = []
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            errors.append(msg)
+
+    need(args.do_train or args.do_eval, "nothing to do: pass --do_train and/or --do_eval")
+    need(args.output_dir is not None, "--output_dir is required")
+    if args.do_train:
+        need(args.train_file is not None, "--do_train needs --train_file")
+    if args.do_eval or args.eval_steps:
+        need(args.predict_file is not None, "--do_eval/--eval_steps need --predict_file")
+    for flag in ("train_file", "predict_file", "config"):
+        path = getattr(args, flag)
+        if path is not None and not Path(path).is_file():
+            errors.append(f"--{flag}: file not found: {path}")
+    if args.model_name_or_path is not None and not Path(args.model_name_or_path).is_dir():
+        errors.append(f"--model_name_or_path: no such model folder: {args.model_name_or_path} "
+                      "(hub downloads are not used; pass a local folder)")
+
+    # numbers
+    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
+        need(getattr(args, flag) >= 1, f"--{flag} must be >= 1")
+    for flag in ("max_train_samples", "max_eval_samples"):
+        v = getattr(args, flag)
+        need(v is None or v >= 1, f"--{flag} must be >= 1")
+    if all(getattr(args, f) >= 1 for f in ("max_seq_length", "doc_stride", "max_query_length")):
+        from squad_qa.features import validate_feature_params
+
+        try:
+            validate_feature_params(args.max_seq_length, args.doc_stride, args.max_query_length)
+        except ValueError as e:
+            errors.append(f"--max_seq_length/--doc_stride/--max_query_length: {e}")
+    need(args.learning_rate > 0, "--learning_rate must be > 0")
+    need(args.num_train_epochs > 0 or args.max_steps > 0, "--num_train_epochs must be > 0 (or set --max_steps)")
+    need(args.logging_steps >= 1, "--logging_steps must be >= 1")
+    need(args.save_steps >= 0 and args.save_total_limit >= 0 and args.eval_steps >= 0 and args.eval_subset >= 0,
+         "--save_steps/--save_total_limit/--eval_steps/--eval_subset must be >= 0")
+    need(not (args.warmup_steps and args.warmup_ratio),
+         "--warmup_steps and --warmup_ratio are alternatives: give one of them")
+    need(0 <= args.warmup_ratio < 1, "--warmup_ratio must be in [0, 1)")
+
+    # precision
+    need(not (args.fp16 and args.bf16), "--fp16 and --bf16 cannot be combined: choose one")
+    if args.fp16 and not _use_cuda(args):
+        errors.append("--fp16 needs a CUDA GPU (float16 autocast on CPU is not supported); use --bf16 on CPU")
+
+    # tricks
+    need(0 <= args.label_smoothing < 1, "--label_smoothing must be in [0, 1)")
+    need(args.rdrop_alpha >= 0, "--rdrop_alpha must be >= 0")
+    need(args.reinit_layers >= 0, "--reinit_layers must be >= 0")
+    if args.adv is None:
+        for flag in ("adv_epsilon", "adv_alpha", "adv_steps", "adv_param"):
+            need(getattr(args, flag) is None, f"--{flag} needs --adv fgm|pgd")
+    if args.adv != "pgd":
+        need(args.adv_steps is None, "--adv_steps only applies to --adv pgd")
+        need(args.adv_alpha is None, "--adv_alpha only applies to --adv pgd")
+    if args.adv_steps is not None:
+        need(args.adv_steps >= 1, "--adv_steps must be >= 1")
+    if args.adv_epsilon is not None:
+        need(args.adv_epsilon > 0, "--adv_epsilon must be > 0")
+    need(not (args.ema_decay is not None and args.swa_start is not None),
+         "--ema_decay and --swa_start cannot be combined: both replace the evaluated weights with an average")
+    if args.ema_decay is not None:
+        need(0 < args.ema_decay < 1, "--ema_decay must be in (0, 1), e.g. 0.999")
+    if args.swa_start is None:
+        for flag in ("swa_lr", "swa_anneal_steps", "swa_freq"):
+            need(getattr(args, flag) is None, f"--{flag} needs --swa_start")
+    else:
+        need(args.swa_start > 0, "--swa_start must be a fraction in (0, 1) or an epoch count >= 1")
+        need(args.swa_lr is None or args.swa_lr > 0, "--swa_lr must be > 0")
+        need(args.swa_anneal_steps is None or args.swa_anneal_steps >= 0, "--swa_anneal_steps must be >= 0")
+        need(args.swa_freq is None or args.swa_freq >= 1, "--swa_freq must be >= 1")
+    if args.llrd_decay is None:
+        need(args.head_lr is None, "--head_lr needs --llrd_decay")
+        need(args.llrd_groups is None, "--llrd_groups needs --llrd_decay")
+    else:
+        need(0 < args.llrd_decay <= 1, "--llrd_decay must be in (0, 1]")
+        need(args.llrd_groups is None or args.llrd_groups >= 1, "--llrd_groups must be >= 1")
+
+    # training-only flags without --do_train
+    if not args.do_train:
+        for flag in ("resume_from_checkpoint", "stop_after_steps"):
+            need(getattr(args, flag) is None, f"--{flag} needs --do_train")
+        need(not args.eval_steps, "--eval_steps needs --do_train")
+    need(not args.eval_subset or args.eval_steps, "--eval_subset needs --eval_steps")
+
+    # the output dir: never silently mix two runs
+    if args.output_dir is not None and args.do_train:
+        out = Path(args.output_dir)
+        if out.exists() and not out.is_dir():
+            errors.append(f"--output_dir {out} exists and is not a folder")
+        elif (out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir
+              and args.resume_from_checkpoint is None):
+            errors.append(f"--output_dir {out} exists and is not empty: pass --overwrite_output_dir, "
+                          "or --resume_from_checkpoint to continue a run")
+        if args.resume_from_checkpoint not in (None, "latest"):
+            ckpt = Path(args.resume_from_checkpoint)
+            if not (ckpt / "trainer_state.json").is_file():
+                errors.append(f"--resume_from_checkpoint {ckpt}: not a checkpoint folder (no trainer_state.json)")
+        elif args.resume_from_checkpoint == "latest" and find_latest_checkpoint(out) is None:
+            errors.append(f"--resume_from_checkpoint latest: no complete {CHECKPOINT_PREFIX}* folder in {out}")
+
+    if args.model_name_or_path is not None and Path(args.model_name_or_path).is_dir():
+        cfg_file = Path(args.model_name_or_path) / "config.json"
+        if cfg_file.is_file():
+            max_pos = json.loads(cfg_file.read_text()).get("max_position_embeddings")
+            if max_pos is not None and args.max_seq_length > max_pos:
+                errors.append(f"--max_seq_length {args.max_seq_length} exceeds the model's "
+                              f"max_position_embeddings {max_pos}")
+    if errors:
+        raise UsageError("invalid arguments:\n  - " + "\n  - ".join(errors))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Runtime: device, DDP, seeds
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def setup_runtime(args: argparse.Namespace) -> Runtime:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single-process run."""
+    use_cuda = _use_cuda(args)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+            device = torch.device("cuda", local_rank)
+        else:
+            device = torch.device("cpu")
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return Runtime(device, rank, local_rank, world_size)
+    return Runtime(torch.device("cuda" if use_cuda else "cpu"))
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def autocast_context(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
+    if args.bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if args.fp16:
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batching: length groups + dynamic padding
+
+
+class LengthGroupedBatchSampler:
+    """Shuffled batches of similar-length features, so a batch is padded to its own longest window, not 384.
+
+    Per epoch: a permutation (seeded by (seed, epoch), so resuming can replay it), cut into mega-batches of
+    ``mega_batch_mult * batch_size`` features, each sorted by length and cut into batches; then the batch order is
+    shuffled, and the batch holding the longest window goes first so an out-of-memory error shows at step 1.
+    With ``num_replicas > 1`` this is DistributedSampler over batches: the list is padded by wrapping around to a
+    multiple of the world size and rank r takes batches r, r + R, ... (disjoint, equally many per rank).
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 42, group_by_length: bool = True,
+                 mega_batch_mult: int = 50, num_replicas: int = 1, rank: int = 0) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.mega_batch_mult = mega_batch_mult
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.num_global_batches = math.ceil(len(self.lengths) / batch_size)
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        n, bs = len(self.lengths), self.batch_size
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(n)
+        if not self.group_by_length:
+            batches = [perm[i:i + bs] for i in range(0, n, bs)]
+        else:
+            mega = bs * self.mega_batch_mult  # a multiple of bs: only the very last batch can be short
+            batches = []
+            for s in range(0, n, mega):
+                chunk = perm[s:s + mega]
+                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                batches.extend(chunk[i:i + bs] for i in range(0, len(chunk), bs))
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+            longest = int(np.argmax([self.lengths[b].max() for b in batches]))
+            batches[0], batches[longest] = batches[longest], batches[0]
+        if self.num_replicas > 1:
+            total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+            batches = [batches[i % len(batches)] for i in range(total)]
+        return batches
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches for ``epoch`` (deterministic given seed and epoch)."""
+        return self.global_batches(epoch)[self.rank::self.num_replicas]
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_global_batches / self.num_replicas)
+
+    def __iter__(self) -> Iterator[np.ndarray]:  # epoch 0; use batches(epoch) to follow epochs
+        return iter(self.batches(0))
+
+
+def collate(features, idx, pad_to: int | None = None, pad_multiple: int = 1, with_targets: bool = True,
+            with_valid_mask: bool = False) -> dict[str, torch.Tensor]:
+    """Slice a batch out of the column-wise features, cut to the batch's longest window (dynamic padding).
+
+    ``pad_to`` forces a fixed width (e.g. max_seq_length, for comparison); ``pad_multiple`` rounds the width up
+    (8 on GPUs: tensor-core friendly shapes).  ``valid_mask`` marks the positions an answer may take (context
+    tokens + CLS, i.e. p_mask == 0): label smoothing and R-Drop spread/compare probability mass only there.
+    """
+    idx = np.asarray(idx)
+    width = int(pad_to) if pad_to else int(features.seq_len[idx].max())
+    width = min(int(math.ceil(width / pad_multiple) * pad_multiple), features.max_seq_length)
+    batch = {
+        "input_ids": torch.from_numpy(features.input_ids[idx, :width].astype(np.int64)),
+        "attention_mask": torch.from_numpy(features.attention_mask[idx, :width].astype(np.int64)),
+        "token_type_ids": torch.from_numpy(features.token_type_ids[idx, :width].astype(np.int64)),
+    }
+    if with_targets:
+        batch["start_positions"] = torch.from_numpy(features.start_position[idx].astype(np.int64))
+        batch["end_positions"] = torch.from_numpy(features.end_position[idx].astype(np.int64))
+    if with_valid_mask:
+        batch["valid_mask"] = torch.from_numpy(features.p_mask[idx, :width] == 0)
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class EvalData:
+    examples: list
+    features: Any
+    dataset: list  # the SQuAD "data" list restricted to these questions, for the official scorer
+    name: str = "eval"
+
+
+def _restrict_dataset(data: list, qids: set[str]) -> list:
+    """The official scorer counts every question in the file; keep only the ones we predict."""
+    out = []
+    for article in data:
+        paragraphs = []
+        for para in article["paragraphs"]:
+            qas = [qa for qa in para["qas"] if qa["id"] in qids]
+            if qas:
+                paragraphs.append({**para, "qas": qas})
+        if paragraphs:
+            out.append({**article, "paragraphs": paragraphs})
+    return out
+
+
+@contextlib.contextmanager
+def main_process_first(rt: Runtime) -> Iterator[None]:
+    """Rank 0 builds the feature cache; the others wait, then read it."""
+    if not rt.is_main:
+        rt.barrier()
+    yield
+    if rt.is_main:
+        rt.barrier()
+
+
+def load_train_features(args: argparse.Namespace, tokenizer, rt: Runtime):
+    from squad_qa.data import read_squad_examples
+    from squad_qa.features import convert_examples_to_features
+
+    examples = read_squad_examples(args.train_file, is_training=True,
+                                   version_2_with_negative=args.version_2_with_negative)
+    if args.max_train_samples:
+        examples = examples[:args.max_train_samples]
+    with main_process_first(rt):
+        features = convert_examples_to_features(
+            examples, tokenizer, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
+            max_query_length=args.max_query_length, is_training=True, cache_dir=args.cache_dir,
+            show_progress=rt.is_main)
+    logger.info("train: %d questions -> %d features (%s)", len(examples), len(features), args.train_file)
+    return examples, features
+
+
+def load_eval_data(args: argparse.Namespace, tokenizer, rt: Runtime, limit: int | None = None) -> EvalData:
+    from squad_qa.data import load_squad_json, read_squad_examples
+    from squad_qa.features import convert_examples_to_features
+
+    examples = read_squad_examples(args.predict_file, is_training=False,
+                                   version_2_with_negative=args.version_2_with_negative)
+    if limit:
+        examples = examples[:limit]
+    with main_process_first(rt):
+        features = convert_examples_to_features(
+            examples, tokenizer, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
+            max_query_length=args.max_query_length, is_training=False, cache_dir=args.cache_dir,
+            show_progress=rt.is_main)
+    dataset = _restrict_dataset(load_squad_json(args.predict_file)["data"], {e.qas_id for e in examples})
+    logger.info("eval: %d questions -> %d features (%s)", len(examples), len(features), args.predict_file)
+    return EvalData(examples, features, dataset)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loss
+
+
+def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace,
+                 amp: contextlib.AbstractContextManager) -> torch.Tensor:
+    from squad_qa.losses import rdrop_kl, span_loss
+
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    valid = batch.get("valid_mask")
+    rdrop = args.rdrop_alpha > 0
+    if rdrop:
+        # R-Drop: the batch twice in one forward; dropout masks differ per row, so the two halves are two
+        # dropout samples of the same inputs (and DDP sees one forward per backward, as it requires).
+        inputs = {k: torch.cat([v, v]) for k, v in inputs.items()}
+    with amp:
+        out = model(**inputs)
+    # The loss in float32 whatever the autocast dtype: log-softmax over up to 384 logits wants the range.
+    start, end = out.start_logits.float(), out.end_logits.float()
+    sp, ep = batch["start_positions"], batch["end_positions"]
+    if not rdrop:
+        return span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing)
+    s1, s2 = start.chunk(2)
+    e1, e2 = end.chunk(2)
+    ce = (span_loss(s1, e1, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing)
+          + span_loss(s2, e2, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing,
+                      check_targets=False)) / 2  # same targets, checked once (the check reads back to the host)
+    kl = (rdrop_kl(s1, s2, valid_mask=valid) + rdrop_kl(e1, e2, valid_mask=valid)) / 2
+    return ce + args.rdrop_alpha * kl
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass
+class TrainState:
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # this rank's micro-batches of `epoch` already consumed
+    total_steps: int = 0
+    swa_started: bool = False
+    best_f1: float | None = None
+    best_step: int | None = None
+    world_size: int = 1
+    per_device_train_batch_size: int = 0
+    gradient_accumulation_steps: int = 1
+    seed: int = 0
+    num_features: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    m = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", path.name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints (a trainer_state.json is written last), oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir()
+             if p.is_dir() and _checkpoint_step(p) is not None and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=_checkpoint_step)
+
+
+def find_latest_checkpoint(output_dir: Path) -> Path | None:
+    ckpts = list_checkpoints(output_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
+    # Scheduler state dicts may carry callables (lambdas, bound methods); weights_only loading refuses them and
+    # the scheduler's constructor recreates them anyway.
+    return {k: v for k, v in state.items() if not callable(v)}
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        # numpy's key is an ndarray, which weights_only loading rejects: store it as a tensor.
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_py, np_state[2:])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _py(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_to_tuple(state["python"]))
+    name, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _atomic_dir(final: Path) -> Path:
+    """A fresh temp folder next to ``final`` (same filesystem, so the rename below is atomic)."""
+    tmp = final.parent / f"{TMP_PREFIX}{final.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _commit_dir(tmp: Path, final: Path) -> None:
+    # rename() cannot replace a non-empty folder: move the old one aside first, then drop it.
+    old = None
+    if final.exists():
+        old = final.parent / f"{TMP_PREFIX}old-{final.name}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def save_model_dir(model, tokenizer, path: Path, info: dict[str, Any] | None = None) -> None:
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    if info is not None:
+        (path / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tokenizer, optimizer, scheduler,
+                    swa_scheduler, scaler, averaged, save_total_limit: int) -> Path | None:
+    """Write ``checkpoint-<step>`` atomically: a temp folder is filled, then renamed in one step.
+
+    Every rank writes its own RNG state (dropout streams differ per rank); rank 0 writes the rest.
+    The trainer_state.json is written last: a folder without it is never used.
+    """
+    final = output_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
+    tmp = output_dir / f"{TMP_PREFIX}{final.name}"
+    if rt.is_main:
+        _atomic_dir(final)
+    rt.barrier()
+    torch.save(_rng_state(), tmp / f"rng_state_{rt.rank}.pt")
+    rt.barrier()
+    if rt.is_main:
+        save_model_dir(model, tokenizer, tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(_plain_state(scheduler.state_dict()), tmp / "scheduler.pt")
+        if swa_scheduler is not None:
+            torch.save(_plain_state(swa_scheduler.state_dict()), tmp / "swa_scheduler.pt")
+        if scaler is not None and scaler.is_enabled():
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        if averaged is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().clone().contiguous().cpu() for k, v in averaged.state_dict().items()},
+                      str(tmp / "averaged.safetensors"))
+        (tmp / "trainer_state.json").write_text(json.dumps(state.to_json(), indent=2) + "\n")
+        _commit_dir(tmp, final)
+        if save_total_limit > 0:
+            for old in list_checkpoints(output_dir)[:-save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        logger.info("saved %s", final)
+    rt.barrier()
+    return final
+
+
+def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler, averaged) -> TrainState:
+    from safetensors.torch import load_file
+
+    state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+    # weights_only: the checkpoint holds tensors and plain python values only; never unpickle arbitrary objects.
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    if scaler is not None and scaler.is_enabled() and (ckpt / "scaler.pt").is_file():
+        scaler.load_state_dict(torch.load(ckpt / "scaler.pt", weights_only=True))
+    if averaged is not None:
+        averaged.load_state_dict(load_file(str(ckpt / "averaged.safetensors"), device=str(rt.device)))
+    return state
+
+
+def restore_rng(rt: Runtime, ckpt: Path) -> None:
+    path = ckpt / f"rng_state_{rt.rank}.pt"
+    if path.is_file():
+        _set_rng_state(torch.load(path, weights_only=True))
+    else:
+        logger.warning("%s missing: dropout will not replay exactly", path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.inference_mode()
+def predict_logits(model, features, indices: np.ndarray, batch_size: int, device: torch.device,
+                   amp: contextlib.AbstractContextManager, pad_multiple: int = 1,
+                   show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end logits for ``features[indices]``, float32 ``[len(indices), L]`` (columns >= seq_len unused)."""
+    width = features.max_seq_length
+    start = np.zeros((len(indices), width), dtype=np.float32)
+    end = np.zeros((len(indices), width), dtype=np.float32)
+    # Sorted by length so each batch pads to similar lengths; results go back to their rows.
+    order = np.argsort(-features.seq_len[indices], kind="stable")
+    was_training = model.training
+    model.eval()
+    for s in tqdm(range(0, len(order), batch_size), desc="evaluating", disable=not show_progress, leave=False):
+        rows = order[s:s + batch_size]
+        batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with amp:
+            out = model(**batch)
+        t = out.start_logits.shape[1]
+        start[rows, :t] = out.start_logits.float().cpu().numpy()
+        end[rows, :t] = out.end_logits.float().cpu().numpy()
+    model.train(was_training)
+    return start, end
+
+
+def evaluate(args: argparse.Namespace, rt: Runtime, model, data: EvalData, amp_factory,
+             output_dir: Path | None = None, pad_multiple: int = 1) -> dict[str, Any] | None:
+    """Predict ``data`` (sharded over ranks, gathered on rank 0), decode, score.
+
+    Returns the metrics on rank 0 (None on the other ranks) and, when ``output_dir`` is given, writes the
+    prediction files there.
+    """
+    from squad_qa.metrics import evaluate_v1, evaluate_v2
+    from squad_qa.postprocess import postprocess_predictions, write_predictions
+
+    t0 = time.perf_counter()
+    n = len(data.features)
+    shard = np.array_split(np.arange(n), rt.world_size)[rt.rank]
+    start, end = predict_logits(model, data.features, shard, args.per_device_eval_batch_size, rt.device,
+                                amp_factory(), pad_multiple, show_progress=rt.is_main)
+    if rt.distributed:
+        # Shards differ by at most one row: pad to the largest, all_gather tensors, rank 0 puts rows back.
+        rows = math.ceil(n / rt.world_size)
+        local = torch.zeros((2, rows, start.shape[1]), dtype=torch.float32)
+        local[0, :len(shard)], local[1, :len(shard)] = torch.from_numpy(start), torch.from_numpy(end)
+        local = local.to(rt.device)
+        gathered = [torch.empty_like(local) for _ in range(rt.world_size)]
+        dist.all_gather(gathered, local)
+        if rt.is_main:
+            start = np.zeros((n, start.shape[1]), dtype=np.float32)
+            end = np.zeros_like(start)
+            for idx, t in zip(np.array_split(np.arange(n), rt.world_size), gathered):
+                t = t.cpu().numpy()
+                start[idx], end[idx] = t[0, :len(idx)], t[1, :len(idx)]
+    metrics: dict[str, Any] | None = None
+    if rt.is_main:
+        result = postprocess_predictions(
+            data.examples, data.features, start, end, n_best_size=args.n_best_size,
+            max_answer_length=args.max_answer_length, version_2_with_negative=args.version_2_with_negative,
+            null_score_diff_threshold=args.null_score_diff_threshold)
+        if args.version_2_with_negative:
+            metrics = dict(evaluate_v2(data.dataset, result.predictions))
+        else:
+            metrics = dict(evaluate_v1(data.dataset, result.predictions))
+        metrics.update(num_questions=len(data.examples), num_features=n,
+                       eval_seconds=round(time.perf_counter() - t0, 2))
+        if output_dir is not None:
+            write_predictions(result, output_dir)
+    return metrics
+
+
+def _f1(metrics: dict[str, Any]) -> float:
+    return float(metrics.get("f1", 0.0))
+
+
+def _em(metrics: dict[str, Any]) -> float:
+    return float(metrics.get("exact_match", metrics.get("exact", 0.0)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics log
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per logging/eval step) + TensorBoard when it is installed; rank 0 only.
+
+    Training rows: step, epoch, loss (mean since the last row), lr (the largest group lr), grad_norm (before
+    clipping), samples_per_s and tokens_per_s (non-padding tokens) over all ranks. Eval rows: eval_exact_match,
+    eval_f1. On resume, rows after the checkpoint's step (training that was thrown away) are dropped and a
+    {"event": "resume"} row marks the spot, so the file is the trajectory of the weights actually kept.
+    """
+
+    def __init__(self, output_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
+        self.enabled = enabled
+        self.path = output_dir / METRICS_FILE
+        self.tb = None
+        if not enabled:
+            return
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(output_dir / "runs"))
+        except ImportError:
+            logger.info("tensorboard not installed: logging to %s only", self.path)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None and "step" in row:
+            for k, v in row.items():
+                if k not in ("step", "event") and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class Trainer:
+    """Everything the loop mutates, in one place, so save/resume sees all of it."""
+
+    args: argparse.Namespace
+    rt: Runtime
+    model: Any  # the unwrapped BertForQuestionAnswering (raw weights)
+    tokenizer: Any
+    train_features: Any
+    eval_data: EvalData | None
+    output_dir: Path
+    ddp_model: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    swa_scheduler: Any = None
+    scaler: Any = None
+    averaged: Any = None  # EMA or SWA AveragedModel
+    adversary: Any = None
+    sampler: LengthGroupedBatchSampler | None = None
+    state: TrainState = field(default_factory=TrainState)
+    swa_start_step: int | None = None
+    steps_per_epoch: int = 0
+    pad_multiple: int = 1
+    log: MetricsLog | None = None
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        from squad_qa.optim import build_optimizer, build_scheduler
+
+        args, rt = self.args, self.rt
+        self.pad_multiple = 8 if rt.device.type == "cuda" else 1
+        self.sampler = LengthGroupedBatchSampler(
+            self.train_features.seq_len, args.per_device_train_batch_size, seed=args.seed,
+            group_by_length=not args.no_group_by_length, num_replicas=rt.world_size, rank=rt.rank)
+        steps_per_epoch = math.ceil(len(self.sampler) / args.gradient_accumulation_steps)
+        total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+        self.state = TrainState(total_steps=total, world_size=rt.world_size,
+                                per_device_train_batch_size=args.per_device_train_batch_size,
+                                gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
+                                num_features=len(self.train_features))
+        warmup = args.warmup_steps or math.ceil(args.warmup_ratio * total)
+
+        self.optimizer = build_optimizer(self.model, args)
+        self.scheduler = build_scheduler(self.optimizer, args.lr_scheduler, warmup, total)
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=args.fp16)
+
+        if args.ema_decay is not None:
+            from squad_qa.averaging import make_ema
+
+            self.averaged = make_ema(self.model, args.ema_decay)
+            logger.info("EMA of the weights (decay %g): evaluation and the saved model use the averaged weights",
+                        args.ema_decay)
+        if args.swa_start is not None:
+            from squad_qa.averaging import make_swa
+
+            if args.swa_start < 1:
+                self.swa_start_step = int(args.swa_start * total)
+            else:
+                self.swa_start_step = int(args.swa_start * steps_per_epoch)
+            if self.swa_start_step >= total:
+                raise UsageError(f"--swa_start {args.swa_start} is at step {self.swa_start_step}, but training "
+                                 f"has only {total} steps: nothing would be averaged")
+            self.averaged = make_swa(self.model)
+            logger.info("SWA from step %d of %d: evaluation and the saved model use the averaged weights",
+                        self.swa_start_step, total)
+
+        if args.adv is not None:
+            from squad_qa.adversarial import FGM, PGD
+
+            eps = args.adv_epsilon if args.adv_epsilon is not None else 1.0
+            pname = args.adv_param or "word_embeddings"
+            if args.adv == "fgm":
+                self.adversary = FGM(self.model, epsilon=eps, param_name=pname)
+            else:
+                alpha = args.adv_alpha if args.adv_alpha is not None else 0.3
+                self.adversary = PGD(self.model, epsilon=eps, alpha=alpha, param_name=pname)
+
+        if rt.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp_model = DDP(self.model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+        else:
+            self.ddp_model = self.model
+        logger.info("training: %d features, world size %d, batch %d x %d accumulation x %d ranks, "
+                    "%d steps/epoch, %d steps, warmup %d", len(self.train_features), rt.world_size,
+                    args.per_device_train_batch_size, args.gradient_accumulation_steps, rt.world_size,
+                    steps_per_epoch, total, warmup)
+
+    def _make_swa_scheduler(self) -> None:
+        from squad_qa.averaging import make_swa_scheduler
+
+        args = self.args
+        swa_lr = args.swa_lr if args.swa_lr is not None else args.learning_rate
+        anneal = args.swa_anneal_steps
+        if anneal is None:
+            anneal = max(1, (self.state.total_steps - self.swa_start_step) // 10)
+        self.swa_scheduler = make_swa_scheduler(self.optimizer, swa_lr, anneal)
+
+    def resume(self, ckpt: Path) -> None:
+        rt = self.rt
+        saved = json.loads((ckpt / "trainer_state.json").read_text())
+        for key in ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+                    "num_features"):
+            if saved.get(key) != getattr(self.state, key):
+                raise UsageError(f"cannot resume from {ckpt}: it was written with {key}={saved.get(key)}, this run "
+                                 f"has {key}={getattr(self.state, key)} (the data position would not match)")
+        if saved["swa_started"]:
+            self._make_swa_scheduler()  # before the optimiser state is loaded: its constructor touches the lrs
+        total = self.state.total_steps
+        self.state = load_checkpoint(rt, ckpt, self.model, self.optimizer, self.scheduler, self.scaler,
+                                     self.averaged)
+        if self.swa_scheduler is not None and (ckpt / "swa_scheduler.pt").is_file():
+            self.swa_scheduler.load_state_dict(torch.load(ckpt / "swa_scheduler.pt", weights_only=True))
+        if self.state.total_steps != total:
+            raise UsageError(f"cannot resume from {ckpt}: it was planned for {self.state.total_steps} steps, "
+                             f"these flags give {total}")
+        restore_rng(rt, ckpt)
+        logger.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", ckpt, self.state.global_step,
+                    self.state.epoch, self.state.batch_in_epoch)
+
+    # -- one optimiser step -----------------------------------------------------------------------------------
+    def _sync_context(self, final_backward: bool) -> contextlib.AbstractContextManager:
+        # With DDP, gradients are all-reduced on every backward unless inside no_sync(); accumulate locally and
+        # let only the last backward of the optimiser step synchronise (forward included, as DDP requires).
+        if self.rt.distributed and not final_backward:
+            return self.ddp_model.no_sync()
+        return contextlib.nullcontext()
+
+    def _backward(self, loss: torch.Tensor, scale: float) -> None:
+        self.scaler.scale(loss * scale).backward()
+
+    def train_step(self, micro_batches: list[np.ndarray]) -> tuple[torch.Tensor, int, int]:
+        """Forward/backward over the micro-batches of one optimiser step; returns (summed loss, samples, tokens)."""
+        args, rt = self.args, self.rt
+        need_mask = args.label_smoothing > 0 or args.rdrop_alpha > 0
+        n_micro = len(micro_batches)
+        loss_sum = torch.zeros((), device=rt.device)
+        samples = tokens = 0
+        for j, idx in enumerate(micro_batches):
+            batch = collate(self.train_features, idx, pad_multiple=self.pad_multiple, with_valid_mask=need_mask)
+            batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
+            samples += len(idx)
+            tokens += int(self.train_features.seq_len[idx].sum())
+            last = j == n_micro - 1
+            scale = 1.0 / n_micro  # mean over the micro-batches actually used (the last step may be short)
+
+            def loss_fn() -> torch.Tensor:
+                return compute_loss(self.ddp_model, batch, args, autocast_context(args, rt.device))
+
+            if args.adv is None:
+                with self._sync_context(last):
+                    loss = loss_fn()
+                    self._backward(loss, scale)
+            elif args.adv == "fgm":
+                # FGM: gradient of the clean loss, step the embeddings along it, add the adversarial gradient.
+                with self._sync_context(False):
+                    loss = loss_fn()
+                    self._backward(loss, scale)
+                self.adversary.attack()
+                with self._sync_context(last):
+                    self._backward(loss_fn(), scale)
+                self.adversary.restore()
+            else:
+                # PGD (K steps): the clean gradient is kept aside while the perturbation is searched, then the
+                # last adversarial gradient is added to it.
+                k_steps = args.adv_steps if args.adv_steps is not None else 3
+                with self._sync_context(False):
+                    loss = loss_fn()
+                    self._backward(loss, scale)
+                self.adversary.backup_grad()
+                for t in range(k_steps):
+                    self.adversary.attack(is_first_attack=(t == 0))
+                    if t != k_steps - 1:
+                        self.model.zero_grad(set_to_none=False)
+                    else:
+                        self.adversary.restore_grad()
+                    with self._sync_context(last and t == k_steps - 1):
+                        self._backward(loss_fn(), scale)
+                self.adversary.restore()
+            loss_sum += loss.detach()
+        if args.debug_nan_at_step is not None and self.state.global_step + 1 == args.debug_nan_at_step:
+            loss_sum = loss_sum * float("nan")
+        return loss_sum / n_micro, samples, tokens
+
+    def optimizer_step(self) -> float | None:
+        args = self.args
+        grad_norm = None  # not computed without clipping (and NaN is not JSON)
+        if args.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        step = self.state.global_step + 1  # the step just taken
+        if self.swa_start_step is not None and step > self.swa_start_step:
+            if self.swa_scheduler is None:
+                self._make_swa_scheduler()
+                self.state.swa_started = True
+            else:
+                self.swa_scheduler.step()
+            freq = args.swa_freq or 1
+            if (step - self.swa_start_step - 1) % freq == 0:
+                self.averaged.update_parameters(self.model)
+        else:
+            self.scheduler.step()
+            if args.ema_decay is not None:
+                self.averaged.update_parameters(self.model)
+        return grad_norm
+
+    # -- which weights are "the model" ----------------------------------------------------------------------------
+    def eval_model_and_kind(self) -> tuple[Any, str]:
+        if self.args.ema_decay is not None:
+            return self.averaged.module, "ema"
+        if self.args.swa_start is not None:
+            if int(self.averaged.n_averaged) > 0:
+                return self.averaged.module, "swa"
+            logger.warning("SWA never started (stopped before step %s): using the raw weights", self.swa_start_step)
+        return self.model, "raw"
+
+    def run_info(self, kind: str, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "squad_qa_version": squad_qa.__version__,
+            "weights": kind,
+            "global_step": self.state.global_step,
+            "world_size": self.rt.world_size,
+            "metrics": metrics,
+            "training_args": {k: v for k, v in vars(self.args).items()},
+        }
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+    def train(self) -> bool:
+        """Runs to the end; returns False when stopped early by the debug hook (a simulated kill)."""
+        args, rt, st = self.args, self.rt, self.state
+        self.model.train()
+        bar = tqdm(total=st.total_steps, initial=st.global_step, desc="training", disable=not rt.is_main,
+                   dynamic_ncols=True)
+        since = {"loss": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t": time.perf_counter()}
+        stopped = False
+        while st.global_step < st.total_steps and not stopped:
+            batches = self.sampler.batches(st.epoch)
+            while st.batch_in_epoch < len(batches) and st.global_step < st.total_steps:
+                group = batches[st.batch_in_epoch:st.batch_in_epoch + args.gradient_accumulation_steps]
+                loss, samples, tokens = self.train_step(group)
+                # One small all-reduce per step: the mean loss for the log and, above all, the NaN check on every
+                # rank at once (a rank stopping alone would hang the others).
+                stats = torch.stack([loss.float(), torch.tensor(float(samples), device=loss.device),
+                                     torch.tensor(float(tokens), device=loss.device)])
+                if rt.distributed:
+                    dist.all_reduce(stats)
+                    stats[0] /= rt.world_size
+                loss_v, samples_v, tokens_v = stats.tolist()
+                if not math.isfinite(loss_v):
+                    # Before optimizer.step(): the weights in memory and on disk are still the last good ones.
+                    bar.close()
+                    last = find_latest_checkpoint(self.output_dir)
+                    raise NonFiniteLossError(
+                        f"non-finite training loss ({loss_v}) at step {st.global_step + 1} (epoch {st.epoch}): "
+                        "stopping; the weights of this step were not saved. Last good checkpoint: "
+                        f"{last if last is not None else 'none'}. Try a lower --learning_rate, --bf16 instead of "
+                        "--fp16, or gradient clipping.")
+                grad_norm = self.optimizer_step()
+                st.global_step += 1
+                st.batch_in_epoch += len(group)
+                bar.update(1)
+                since["loss"] += loss_v
+                since["steps"] += 1
+                since["samples"] += int(samples_v)
+                since["tokens"] += int(tokens_v)
+
+                if st.global_step % args.logging_steps == 0 or st.global_step == st.total_steps:
+                    dt = max(time.perf_counter() - since["t"], 1e-9)
+                    row = {"step": st.global_step,
+                           "epoch": round(st.epoch + st.batch_in_epoch / len(batches), 4),
+                           "loss": since["loss"] / since["steps"],
+                           "lr": max(g["lr"] for g in self.optimizer.param_groups),
+                           "grad_norm": grad_norm,
+                           "samples_per_s": since["samples"] / dt,
+                           "tokens_per_s": since["tokens"] / dt}
+                    if rt.is_main:
+                        self.log.write(row)
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                        logger.info("step %d/%d epoch %.2f loss %.4f lr %.3g %.1f samples/s %.0f tokens/s",
+                                    st.global_step, st.total_steps, row["epoch"], row["loss"], row["lr"],
+                                    row["samples_per_s"], row["tokens_per_s"])
+                    since = {"loss": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t": time.perf_counter()}
+
+                if args.eval_steps and st.global_step % args.eval_steps == 0:
+                    self.evaluate_during_training()
+                    since["t"] = time.perf_counter()
+                if args.save_steps and st.global_step % args.save_steps == 0:
+                    self.save()
+                    since["t"] = time.perf_counter()
+                if args.stop_after_steps is not None and st.global_step >= args.stop_after_steps:
+                    logger.warning("stopping after %d steps (--stop_after_steps)", st.global_step)
+                    stopped = True
+                    break
+            else:
+                st.epoch += 1
+                st.batch_in_epoch = 0
+        bar.close()
+        return not stopped
+
+    def save(self) -> None:
+        save_checkpoint(self.rt, self.output_dir, self.state, self.model, self.tokenizer, self.optimizer,
+                        self.scheduler, self.swa_scheduler, self.scaler, self.averaged, self.args.save_total_limit)
+
+    def evaluate_during_training(self) -> None:
+        args, rt, st = self.args, self.rt, self.state
+        model, kind = self.eval_model_and_kind()
+        metrics = evaluate(args, rt, model, self.eval_data, lambda: autocast_context(args, rt.device),
+                           pad_multiple=self.pad_multiple)
+        if rt.is_main:
+            f1, em = _f1(metrics), _em(metrics)
+            improved = st.best_f1 is None or f1 > st.best_f1
+            if improved:
+                st.best_f1, st.best_step = f1, st.global_step  # rank 0's state is the one checkpointed
+            self.log.write({"step": st.global_step, "eval_exact_match": em, "eval_f1": f1, "weights": kind,
+                            "eval_questions": metrics["num_questions"], "best": improved})
+            logger.info("eval at step %d (%s weights, %d questions): EM %.2f F1 %.2f%s", st.global_step, kind,
+                        metrics["num_questions"], em, f1, " (best so far)" if improved else "")
+            if improved:
+                best = self.output_dir / "best"
+                tmp = _atomic_dir(best)
+                save_model_dir(model, self.tokenizer, tmp, self.run_info(kind, metrics))
+                _commit_dir(tmp, best)
+        rt.barrier()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# main
+
+
+def _setup_logging(rank: int) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Other ranks only speak up for warnings: one readable log per run.
+    logging.getLogger("squad_qa").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def _clean_stale_tmp(output_dir: Path) -> None:
+    """Temp folders left by a kill during a save are garbage: the checkpoint they were becoming never existed."""
+    for p in output_dir.glob(f"{TMP_PREFIX}*"):
+        if p.is_dir():
+            logger.warning("removing %s (left by an interrupted save)", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _remove_previous_run(output_dir: Path) -> None:
+    """--overwrite_output_dir: old checkpoints would otherwise be rotated against ours or picked as 'latest'."""
+    for p in [*output_dir.glob(f"{CHECKPOINT_PREFIX}*"), output_dir / "best"]:
+        if p.is_dir():
+            logger.warning("--overwrite_output_dir: removing %s of a previous run", p)
+            shutil.rmtree(p)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any] | None:
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    rt = setup_runtime(args)
+    _setup_logging(rt.rank)
+    try:
+        if rt.distributed:
+            logger.info("distributed: world size %d, backend %s, device %s", rt.world_size, dist.get_backend(),
+                        rt.device)
+        else:
+            logger.info("world size 1, device %s", rt.device)
+        if rt.device.type == "cuda":
+            # fp32 matmuls on tensor cores (TF32): the usual fine-tuning setting, several times faster on Ampere+.
+            torch.set_float32_matmul_precision("high")
+        output_dir = Path(args.output_dir)
+        if rt.is_main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            _clean_stale_tmp(output_dir)
+        if rt.is_main and args.do_train and args.overwrite_output_dir and args.resume_from_checkpoint is None:
+            _remove_previous_run(output_dir)
+        rt.barrier()
+
+        model_path = Path(args.model_name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if not getattr(tokenizer, "is_fast", False):
+            raise UsageError(f"{model_path}: a fast tokenizer (tokenizer.json) is required for the character offsets")
+        # The same seed on every rank for initialisation (new QA head, re-initialised layers), so ranks agree;
+        # the dropout streams are re-seeded per rank below.
+        set_seed(args.seed)
+        model = AutoModelForQuestionAnswering.from_pretrained(model_path, dtype=torch.float32)
+        if args.reinit_layers and args.do_train and args.resume_from_checkpoint is None:
+            from squad_qa.optim import reinit_top_layers
+
+            names = reinit_top_layers(model, args.reinit_layers)
+            logger.info("re-initialised the top %d layers: %s", args.reinit_layers, ", ".join(names))
+        model.to(rt.device)
+
+        eval_data = None
+        if args.do_eval:
+            eval_data = load_eval_data(args, tokenizer, rt, args.max_eval_samples)
+        metrics: dict[str, Any] | None = None
+        kind = "as loaded"
+        if args.do_train:
+            train_examples, train_features = load_train_features(args, tokenizer, rt)
+            if len(train_features) == 0:
+                raise UsageError(f"--train_file {args.train_file}: no training features")
+            step_eval = None
+            if args.eval_steps:
+                limit = args.eval_subset or args.max_eval_samples
+                if eval_data is not None and (not args.eval_subset or args.eval_subset >= len(eval_data.examples)):
+                    step_eval = eval_data
+                else:
+                    step_eval = load_eval_data(args, tokenizer, rt, limit)
+            trainer = Trainer(args, rt, model, tokenizer, train_features, step_eval, output_dir)
+            trainer.setup()
+            if args.resume_from_checkpoint is not None:
+                ckpt = (find_latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest"
+                        else Path(args.resume_from_checkpoint))
+                trainer.resume(ckpt)
+            else:
+                set_seed(args.seed + rt.rank)
+            resumed = args.resume_from_checkpoint is not None
+            trainer.log = MetricsLog(output_dir, enabled=rt.is_main,
+                                     resume_step=trainer.state.global_step if resumed else None)
+            if resumed:
+                trainer.log.write({"event": "resume", "step": trainer.state.global_step})
+            try:
+                finished = trainer.train()
+            finally:
+                trainer.log.close()
+            if not finished:
+                return None
+            model, kind = trainer.eval_model_and_kind()
+            if rt.is_main:
+                save_model_dir(model, tokenizer, output_dir, trainer.run_info(kind, None))
+                logger.info("saved the final model (%s weights) to %s", kind, output_dir)
+            rt.barrier()
+        if args.do_eval:
+            metrics = evaluate(args, rt, model, eval_data, lambda: autocast_context(args, rt.device),
+                               output_dir=output_dir, pad_multiple=8 if rt.device.type == "cuda" else 1)
+            if rt.is_main:
+                metrics["weights"] = kind
+                (output_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+                info_path = output_dir / RUN_INFO_FILE
+                if args.do_train and info_path.is_file():
+                    info = json.loads(info_path.read_text())
+                    info["metrics"] = metrics
+                    info_path.write_text(json.dumps(info, indent=2, default=str) + "\n")
+                logger.info("eval (%s weights, %d questions): EM %.2f F1 %.2f", kind, metrics["num_questions"],
+                            _em(metrics), _f1(metrics))
+        return metrics
+    finally:
+        if rt.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    _setup_logging(int(os.environ.get("RANK", "0")))
+    try:
+        args = parse_args(argv)
+        if args.model_name_or_path is None:
+            args.model_name_or_path = str(squad_qa.default_base_model_path())
+        validate_args(args)
+        metrics = run(args)
+    except UsageError as e:
+        logger.error("%s", e)
+        return 2
+    except SquadFormatError as e:
+        logger.error("bad SQuAD file: %s", e)
+        return 2
+    except NonFiniteLossError as e:
+        logger.error("%s", e)
+        return 1
+    if metrics is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: metrics[k] for k in metrics if k in ("exact_match", "f1", "exact", "HasAns_f1",
+                                                                  "NoAns_f1", "weights")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

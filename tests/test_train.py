@@ -1,0 +1,392 @@
+"""The training loop end to end, on CPU, with tiny random BERTs and the hand-written tiny SQuAD fixture.
+
+Every run goes through ``squad_qa.train.main`` (in process, except the torchrun test), so flags, validation,
+checkpoints and the files written are what a user gets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from squad_qa.train import LengthGroupedBatchSampler, main, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "tiny_squad_v2.json"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # On a shared 2-core machine intra-op threads on these tiny matrices mostly wait for each other
+    # (measured ~10x slower per step than 1 thread); the loop itself does not depend on it.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def nodrop_model(tmp_path_factory) -> Path:
+    """A tiny random BERT without dropout: memorising 32 questions should then be quick."""
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    import squad_qa
+
+    out = tmp_path_factory.mktemp("tiny_nodrop")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=256, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    BertForQuestionAnswering(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(squad_qa.default_base_model_path())).save_pretrained(out)
+    return out
+
+
+def run_args(model: Path, out: Path, *extra: str, train_file: Path = FIXTURE) -> list[str]:
+    return ["--model_name_or_path", str(model), "--train_file", str(train_file), "--output_dir", str(out),
+            "--max_seq_length", "128", "--doc_stride", "48", "--per_device_train_batch_size", "4",
+            "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "0", "--seed", "7",
+            "--do_train", *extra]
+
+
+def metrics_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], key_part: str = "") -> float:
+    keys = [k for k in a if key_part in k]
+    assert keys and set(a) == set(b)
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in keys)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batching
+
+
+def test_length_grouped_sampler_is_deterministic_sharded_and_groups_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 385, size=1003)
+    s = LengthGroupedBatchSampler(lengths, batch_size=8, seed=5, mega_batch_mult=10)
+    e0, e0_again, e1 = s.batches(0), s.batches(0), s.batches(1)
+    assert all(np.array_equal(a, b) for a, b in zip(e0, e0_again))
+    assert not all(np.array_equal(a, b) for a, b in zip(e0, e1))  # reshuffled each epoch
+    flat = np.concatenate(e0)
+    assert sorted(flat.tolist()) == list(range(1003))  # every feature exactly once
+    assert lengths[e0[0]].max() == lengths.max()  # longest batch first: OOM shows on step 1
+    padded = sum(len(b) * lengths[b].max() for b in e0)
+    plain = LengthGroupedBatchSampler(lengths, 8, seed=5, group_by_length=False).batches(0)
+    padded_plain = sum(len(b) * lengths[b].max() for b in plain)
+    assert padded < 0.75 * padded_plain  # grouping really removes padding
+
+    ranks = [LengthGroupedBatchSampler(lengths, 8, seed=5, mega_batch_mult=10, num_replicas=3, rank=r)
+             for r in range(3)]
+    shards = [r.batches(0) for r in ranks]
+    assert len({len(x) for x in shards}) == 1 and len(shards[0]) == len(ranks[0]) == 42  # ceil(126 / 3)
+    ids = [tuple(b) for x in shards for b in x]
+    assert len(set(ids)) == 126  # 126 distinct batches; the 0 padding batches repeat nothing here
+    assert sorted(np.concatenate([np.concatenate(x) for x in shards]).tolist()) == list(range(1003))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. the loop learns
+
+
+def test_overfits_32_questions_then_eval_only_reproduces(nodrop_model, tmp_path):
+    out = tmp_path / "run"
+    argv = run_args(nodrop_model, out, "--predict_file", str(FIXTURE), "--do_eval", "--max_train_samples", "32",
+                    "--max_eval_samples", "32", "--per_device_train_batch_size", "8", "--learning_rate", "5e-3",
+                    "--num_train_epochs", "50", "--warmup_ratio", "0.1", "--logging_steps", "25")
+    assert main(argv) == 0
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["f1"] >= 90.0, results
+    assert results["num_questions"] == 32 and results["weights"] == "raw"
+    preds = json.loads((out / "predictions.json").read_text())
+    assert len(preds) == 32
+    assert (out / "nbest_predictions.json").is_file()
+    rows = metrics_rows(out)
+    assert rows[-1]["step"] == 200 and rows[-1]["loss"] < rows[0]["loss"] / 5
+    assert {"step", "epoch", "loss", "lr", "samples_per_s", "tokens_per_s"} <= set(rows[0])
+    info = json.loads((out / "squad_qa.json").read_text())
+    assert info["weights"] == "raw" and info["metrics"]["f1"] == results["f1"]
+    assert info["training_args"]["learning_rate"] == 5e-3
+
+    # the saved folder is a complete model: evaluating it alone gives the same scores
+    out2 = tmp_path / "eval_only"
+    assert main(["--model_name_or_path", str(out), "--predict_file", str(FIXTURE), "--output_dir", str(out2),
+                 "--max_seq_length", "128", "--doc_stride", "48", "--max_eval_samples", "32", "--do_eval"]) == 0
+    again = json.loads((out2 / "eval_results.json").read_text())
+    assert again["f1"] == pytest.approx(results["f1"]) and again["exact_match"] == pytest.approx(results["exact_match"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. tricks wire through
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_qa_checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("baseline") / "run"
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "3", "--save_steps", "3")) == 0
+    return out
+
+
+def test_ema_saves_and_evaluates_the_averaged_weights(tiny_qa_checkpoint, baseline, tmp_path):
+    out = tmp_path / "ema"
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "3", "--save_steps", "3", "--ema_decay", "0.5",
+                         "--predict_file", str(FIXTURE), "--do_eval", "--max_eval_samples", "8")) == 0
+    info = json.loads((out / "squad_qa.json").read_text())
+    assert info["weights"] == "ema"
+    assert json.loads((out / "eval_results.json").read_text())["weights"] == "ema"
+    final, raw = weights(out), weights(out / "checkpoint-3")
+    assert max_diff(raw, weights(baseline / "checkpoint-3")) == 0.0  # EMA does not touch the raw training
+    assert max_diff(final, raw) > 1e-5
+    averaged = load_file(str(out / "checkpoint-3" / "averaged.safetensors"))
+    assert int(averaged["n_averaged"]) == 3
+    k = "bert.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(final[k], averaged["module." + k])
+
+
+def test_swa_averages_after_swa_start(tiny_qa_checkpoint, tmp_path):
+    out = tmp_path / "swa"
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "4", "--save_steps", "4", "--swa_start", "0.5",
+                         "--swa_lr", "5e-4")) == 0
+    assert json.loads((out / "squad_qa.json").read_text())["weights"] == "swa"
+    averaged = load_file(str(out / "checkpoint-4" / "averaged.safetensors"))
+    assert int(averaged["n_averaged"]) == 2  # steps 3 and 4
+    assert max_diff(weights(out), weights(out / "checkpoint-4")) > 1e-6
+    opt = torch.load(out / "checkpoint-4" / "optimizer.pt", weights_only=True)
+    assert {g["swa_lr"] for g in opt["param_groups"]} == {5e-4}
+
+
+def test_llrd_gives_each_layer_its_learning_rate(tiny_qa_checkpoint, tmp_path):
+    out = tmp_path / "llrd"
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "2", "--save_steps", "2", "--llrd_decay", "0.5",
+                         "--head_lr", "2e-3", "--weight_decay", "0.01")) == 0
+    opt = torch.load(out / "checkpoint-2" / "optimizer.pt", weights_only=True)
+    lr = {g["name"]: g["initial_lr"] for g in opt["param_groups"]}
+    assert lr["head/decay"] == pytest.approx(2e-3)
+    assert lr["layer.1/decay"] == pytest.approx(1e-3) and lr["layer.1/no_decay"] == pytest.approx(1e-3)
+    assert lr["layer.0/decay"] == pytest.approx(5e-4)
+    assert lr["embeddings/decay"] == pytest.approx(2.5e-4)
+    wd = {g["name"]: g["weight_decay"] for g in opt["param_groups"]}
+    assert wd["layer.0/decay"] == 0.01 and wd["layer.0/no_decay"] == 0.0
+
+
+def test_reinit_layers_redraws_only_the_top_layers(tiny_qa_checkpoint, tmp_path):
+    out = tmp_path / "reinit"
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "1", "--learning_rate", "1e-9",
+                         "--reinit_layers", "1")) == 0
+    before, after = weights(tiny_qa_checkpoint), weights(out)
+    assert max_diff(before, after, "encoder.layer.1.") > 1e-2
+    assert max_diff(before, after, "encoder.layer.0.") < 1e-6
+    assert max_diff(before, after, "embeddings.") < 1e-6
+
+
+@pytest.mark.parametrize("flags", [["--label_smoothing", "0.2"], ["--rdrop_alpha", "1.0"],
+                                   ["--adv", "fgm", "--adv_epsilon", "0.5"], ["--adv", "pgd", "--adv_steps", "2"],
+                                   ["--bf16"]])  # bf16 autocast works on CPU too
+def test_loss_tricks_change_the_training(tiny_qa_checkpoint, baseline, tmp_path, flags):
+    out = tmp_path / "trick"
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "3", *flags)) == 0
+    base_rows, rows = metrics_rows(baseline), metrics_rows(out)
+    if flags[0] in ("--label_smoothing", "--rdrop_alpha"):
+        # same seed, same first batch, same weights: only the loss definition differs
+        assert rows[0]["loss"] != pytest.approx(base_rows[0]["loss"], rel=1e-4)
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert max_diff(weights(out), weights(baseline)) > 1e-6
+
+
+def test_tricks_compose_and_eval_steps_keeps_the_best(tiny_qa_checkpoint, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "combo"
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "4", "--adv", "fgm", "--ema_decay", "0.9",
+                         "--label_smoothing", "0.1", "--llrd_decay", "0.8", "--predict_file", str(FIXTURE),
+                         "--eval_steps", "2", "--eval_subset", "10")) == 0
+    evals = [r for r in metrics_rows(out) if "eval_f1" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(r["eval_questions"] == 10 and r["weights"] == "ema" for r in evals)
+    best = out / "best"
+    assert (best / "model.safetensors").is_file() and (best / "tokenizer.json").is_file()
+    info = json.loads((best / "squad_qa.json").read_text())
+    assert info["weights"] == "ema" and info["metrics"]["num_questions"] == 10
+    assert info["metrics"]["f1"] == max(r["eval_f1"] for r in evals)
+    assert json.loads((out / "squad_qa.json").read_text())["weights"] == "ema"
+
+    # scripts/plot_metrics.py reads the same log (the plot itself needs matplotlib; without it: a clear message)
+    plot = _load_script("plot_metrics")
+    train_rows, eval_rows = plot.load_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4] and len(eval_rows) == 2
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert plot.main([str(out / "metrics.jsonl"), "-o", str(tmp_path / "plot.png")]) == 1
+    assert "needs matplotlib, which is not installed" in capsys.readouterr().err
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_version_2_trains_and_scores_with_impossible_questions(tiny_qa_checkpoint, tmp_path):
+    out = tmp_path / "v2"
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "2", "--version_2_with_negative",
+                         "--predict_file", str(FIXTURE_V2), "--do_eval", train_file=FIXTURE_V2)) == 0
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["total"] == 40 and results["NoAns_total"] == 4
+    assert (out / "null_odds.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# refused before any work
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ema_decay", "0.9", "--swa_start", "0.5"], "--ema_decay and --swa_start cannot be combined"),
+    (["--adv", "fgm", "--adv_steps", "3"], "--adv_steps only applies to --adv pgd"),
+    (["--adv_epsilon", "1.0"], "--adv_epsilon needs --adv"),
+    (["--fp16", "--bf16"], "--fp16 and --bf16 cannot be combined"),
+    (["--fp16", "--no_cuda"], "--fp16 needs a CUDA GPU"),
+    (["--warmup_steps", "5", "--warmup_ratio", "0.1"], "alternatives"),
+    (["--head_lr", "1e-3"], "--head_lr needs --llrd_decay"),
+    (["--swa_lr", "1e-3"], "--swa_lr needs --swa_start"),
+    (["--eval_steps", "5"], "--do_eval/--eval_steps need --predict_file"),
+    (["--doc_stride", "200"], "doc_stride"),
+    (["--max_seq_length", "1024", "--doc_stride", "128"], "max_position_embeddings"),
+    (["--train_file", "/nonexistent/train.json"], "--train_file: file not found: /nonexistent/train.json"),
+    (["--resume_from_checkpoint"], "no complete checkpoint-* folder"),
+])
+def test_bad_flags_are_refused_before_any_work(tiny_qa_checkpoint, tmp_path, caplog, extra, message):
+    out = tmp_path / "refused"
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(run_args(tiny_qa_checkpoint, out, *extra)) == 2
+    assert message in caplog.text
+    assert not out.exists()  # nothing was started
+
+
+def test_non_empty_output_dir_needs_overwrite(tiny_qa_checkpoint, tmp_path, caplog):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("a previous run")
+    (out / "checkpoint-7").mkdir()
+    (out / "checkpoint-7" / "trainer_state.json").write_text("{}")
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "1")) == 2
+    assert "exists and is not empty: pass --overwrite_output_dir" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-7", "notes.txt"]
+    assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "2", "--save_steps", "1", "--save_total_limit", "1",
+                         "--overwrite_output_dir")) == 0
+    # the old run's checkpoint is gone (it would outrank ours in the rotation and as 'latest'); other files stay
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / "notes.txt").is_file()
+
+
+def test_config_file_supplies_defaults_and_flags_override(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("learning_rate: 5.0e-5\nnum_train_epochs: 3\nema_decay: 0.999\ndo_train: true\n")
+    args = parse_args(["--config", str(cfg), "--learning_rate", "1e-4"])
+    assert args.learning_rate == 1e-4 and args.num_train_epochs == 3.0 and args.ema_decay == 0.999 and args.do_train
+    (tmp_path / "bad.json").write_text(json.dumps({"learning_rat": 1e-4}))
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rat'\]"):
+        parse_args(["--config", str(tmp_path / "bad.json")])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. robustness: resume, non-finite loss
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_qa_checkpoint, tmp_path):
+    # dropout on, gradient accumulation with a short last step, EMA state: all must replay exactly
+    common = ["--num_train_epochs", "2", "--gradient_accumulation_steps", "2", "--save_steps", "3",
+              "--ema_decay", "0.8"]
+    full = tmp_path / "full"
+    assert main(run_args(tiny_qa_checkpoint, full, *common)) == 0  # 9 batches/epoch -> 5 steps/epoch, 10 steps
+
+    killed = tmp_path / "killed"
+    assert main(run_args(tiny_qa_checkpoint, killed, *common, "--stop_after_steps", "5")) == 0
+    assert not (killed / "model.safetensors").exists()  # "killed": no final model
+    state = json.loads((killed / "checkpoint-3" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 6, 3)  # mid-epoch
+    # debris of a kill during a later save must neither be used nor survive
+    (killed / ".tmp-checkpoint-6").mkdir()
+    (killed / "checkpoint-99").mkdir()  # no trainer_state.json: incomplete, never "latest"
+
+    assert main(run_args(tiny_qa_checkpoint, killed, *common, "--resume_from_checkpoint", "latest")) == 0
+    assert not (killed / ".tmp-checkpoint-6").exists()
+    a, b = weights(full), weights(killed)
+    assert max_diff(a, b) <= 1e-6
+    # the log drops the killed run's steps 4-5 (their weights were thrown away) and marks the resume
+    rows = metrics_rows(killed)
+    assert [r.get("event") for r in rows].count("resume") == 1
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 11))
+    ckpts = sorted(p.name for p in killed.glob("checkpoint-[0-9]*") if (p / "trainer_state.json").exists())
+    assert ckpts == ["checkpoint-6", "checkpoint-9"]  # --save_total_limit 2
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_qa_checkpoint, tmp_path, caplog):
+    out = tmp_path / "nan"
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        rc = main(run_args(tiny_qa_checkpoint, out, "--max_steps", "6", "--save_steps", "2",
+                           "--debug_nan_at_step", "3"))
+    assert rc == 1
+    assert "non-finite training loss (nan) at step 3" in caplog.text
+    assert "Last good checkpoint: " + str(out / "checkpoint-2") in caplog.text
+    assert not (out / "model.safetensors").exists() and not (out / "checkpoint-3").exists()
+    w = weights(out / "checkpoint-2")
+    assert all(torch.isfinite(t).all() for t in w.values())
+
+
+def test_absurd_learning_rate_is_caught(tiny_qa_checkpoint, tmp_path, caplog):
+    out = tmp_path / "lr"
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        rc = main(run_args(tiny_qa_checkpoint, out, "--max_steps", "6", "--learning_rate", "1e30",
+                           "--max_grad_norm", "0"))
+    assert rc == 1 and "non-finite training loss" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. torchrun
+
+
+def test_torchrun_two_processes_train_and_evaluate(tiny_qa_checkpoint, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "scripts" / "train_squad.py"),
+           *run_args(tiny_qa_checkpoint, out, "--max_steps", "3", "--save_steps", "3", "--predict_file",
+                     str(FIXTURE), "--do_eval")]
+    # own process group: on a timeout the workers go too, not just the launcher
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail("torchrun timed out:\n" + log[-4000:])
+    assert proc.returncode == 0, log[-4000:]
+    assert "world size 2" in log
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["num_questions"] == 36 and 0.0 <= results["f1"] <= 100.0
+    assert len(json.loads((out / "predictions.json").read_text())) == 36
+    assert sorted((out / "checkpoint-3").glob("rng_state_*.pt")) == [out / "checkpoint-3" / f"rng_state_{r}.pt"
+                                                                     for r in (0, 1)]
+    # 36 features, batch 4 -> 9 batches, wrapped to 10 -> 5 per rank: each step covers 8 samples
+    rows = metrics_rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[0]["epoch"] == pytest.approx(0.2)
+    assert json.loads((out / "squad_qa.json").read_text())["world_size"] == 2
