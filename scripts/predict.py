@@ -1,5 +1,11 @@
-"""Write SQuAD prediction files with a fine-tuned checkpoint (see squad_qa/inference.py)."""
+#!/usr/bin/env python
+"""Write SQuAD prediction files with a fine-tuned checkpoint: python scripts/predict.py --model DIR --predict_file dev.json --output_dir OUT."""
+import sys
+from pathlib import Path
 
-from squad_qa.inference import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-raise SystemExit(main())
+from squad_qa.inference import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main())
