@@ -5,7 +5,7 @@ Top to bottom:
     validation   every inconsistent flag / missing file is refused before any work
     batching     length-grouped batches + dynamic padding (a SQuAD window is often far shorter than 384)
     one step     forward (autocast) -> span loss (+ label smoothing, R-Drop) -> backward (+ FGM/PGD) -> clip -> AdamW
-    checkpoints  atomic ``checkpoint-<step>`` dirs holding everything needed to resume mid-epoch bit-for-bit
+    checkpoints  (checkpoint.py) atomic ``checkpoint-<step>`` dirs: everything needed to resume mid-epoch
     evaluation   logits (sharded across DDP ranks) -> postprocess -> official EM/F1
     main()       wires it together; ``torchrun --nproc_per_node=N scripts/train_squad.py ...`` runs DDP
 
@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import random
-import re
 import shutil
 import sys
 import time
@@ -50,13 +49,13 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import squad_qa
+from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, TMP_PREFIX, TrainState, atomic_dir,
+                                 commit_dir, find_latest_checkpoint, load_checkpoint,
+                                 restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.data import SquadFormatError
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
 
-CHECKPOINT_PREFIX = "checkpoint-"
-TMP_PREFIX = ".tmp-"
-RUN_INFO_FILE = "squad_qa.json"
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -568,173 +567,6 @@ def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-@dataclass
-class TrainState:
-    global_step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # this rank's micro-batches of `epoch` already consumed
-    total_steps: int = 0
-    swa_started: bool = False
-    best_f1: float | None = None
-    best_step: int | None = None
-    world_size: int = 1
-    per_device_train_batch_size: int = 0
-    gradient_accumulation_steps: int = 1
-    seed: int = 0
-    num_features: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    m = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", path.name)
-    return int(m.group(1)) if m else None
-
-
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints (a trainer_state.json is written last), oldest first."""
-    if not output_dir.is_dir():
-        return []
-    found = [p for p in output_dir.iterdir()
-             if p.is_dir() and _checkpoint_step(p) is not None and (p / "trainer_state.json").is_file()]
-    return sorted(found, key=_checkpoint_step)
-
-
-def find_latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = list_checkpoints(output_dir)
-    return ckpts[-1] if ckpts else None
-
-
-def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
-    # Scheduler state dicts may carry callables (lambdas, bound methods); weights_only loading refuses them and
-    # the scheduler's constructor recreates them anyway.
-    return {k: v for k, v in state.items() if not callable(v)}
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        # numpy's key is an ndarray, which weights_only loading rejects: store it as a tensor.
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_py, np_state[2:])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _py(x: Any) -> Any:
-    return x.item() if hasattr(x, "item") else x
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_to_tuple(state["python"]))
-    name, key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_tuple(x: Any) -> Any:
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _atomic_dir(final: Path) -> Path:
-    """A fresh temp folder next to ``final`` (same filesystem, so the rename below is atomic)."""
-    tmp = final.parent / f"{TMP_PREFIX}{final.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _commit_dir(tmp: Path, final: Path) -> None:
-    # rename() cannot replace a non-empty folder: move the old one aside first, then drop it.
-    old = None
-    if final.exists():
-        old = final.parent / f"{TMP_PREFIX}old-{final.name}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-def save_model_dir(model, tokenizer, path: Path, info: dict[str, Any] | None = None) -> None:
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    if info is not None:
-        (path / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
-
-
-def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tokenizer, optimizer, scheduler,
-                    swa_scheduler, scaler, averaged, save_total_limit: int) -> Path | None:
-    """Write ``checkpoint-<step>`` atomically: a temp folder is filled, then renamed in one step.
-
-    Every rank writes its own RNG state (dropout streams differ per rank); rank 0 writes the rest.
-    The trainer_state.json is written last: a folder without it is never used.
-    """
-    final = output_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
-    tmp = output_dir / f"{TMP_PREFIX}{final.name}"
-    if rt.is_main:
-        _atomic_dir(final)
-    rt.barrier()
-    torch.save(_rng_state(), tmp / f"rng_state_{rt.rank}.pt")
-    rt.barrier()
-    if rt.is_main:
-        save_model_dir(model, tokenizer, tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(_plain_state(scheduler.state_dict()), tmp / "scheduler.pt")
-        if swa_scheduler is not None:
-            torch.save(_plain_state(swa_scheduler.state_dict()), tmp / "swa_scheduler.pt")
-        if scaler is not None and scaler.is_enabled():
-            torch.save(scaler.state_dict(), tmp / "scaler.pt")
-        if averaged is not None:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().clone().contiguous().cpu() for k, v in averaged.state_dict().items()},
-                      str(tmp / "averaged.safetensors"))
-        (tmp / "trainer_state.json").write_text(json.dumps(state.to_json(), indent=2) + "\n")
-        _commit_dir(tmp, final)
-        if save_total_limit > 0:
-            for old in list_checkpoints(output_dir)[:-save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
-        logger.info("saved %s", final)
-    rt.barrier()
-    return final
-
-
-def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler, averaged) -> TrainState:
-    from safetensors.torch import load_file
-
-    state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
-    # weights_only: the checkpoint holds tensors and plain python values only; never unpickle arbitrary objects.
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    if scaler is not None and scaler.is_enabled() and (ckpt / "scaler.pt").is_file():
-        scaler.load_state_dict(torch.load(ckpt / "scaler.pt", weights_only=True))
-    if averaged is not None:
-        averaged.load_state_dict(load_file(str(ckpt / "averaged.safetensors"), device=str(rt.device)))
-    return state
-
-
-def restore_rng(rt: Runtime, ckpt: Path) -> None:
-    path = ckpt / f"rng_state_{rt.rank}.pt"
-    if path.is_file():
-        _set_rng_state(torch.load(path, weights_only=True))
-    else:
-        logger.warning("%s missing: dropout will not replay exactly", path)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Evaluation
 
 
@@ -1191,9 +1023,9 @@ class Trainer:
                         metrics["num_questions"], em, f1, " (best so far)" if improved else "")
             if improved:
                 best = self.output_dir / "best"
-                tmp = _atomic_dir(best)
+                tmp = atomic_dir(best)
                 save_model_dir(model, self.tokenizer, tmp, self.run_info(kind, metrics))
-                _commit_dir(tmp, best)
+                commit_dir(tmp, best)
         rt.barrier()
 
 
