@@ -85,7 +85,8 @@ def load_questions(path: Path, n: int) -> list[dict]:
     for article in load_squad_json(path)["data"]:
         for para in article["paragraphs"]:
             for qa in para["qas"]:
-                out.append({"id": qa["id"], "question": qa["question"], "context": para["context"]})
+                out.append({"id": qa["id"], "question": qa["question"], "context": para["context"],
+                            "gold": [a["text"] for a in qa.get("answers", [])]})
                 if len(out) == n:
                     return out
     return out
@@ -116,7 +117,7 @@ def run_ours(model: Path, questions: list[dict], concurrencies: list[int], args)
     port = free_port()
     cmd = [sys.executable, "-m", "service", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
            "--max_batch_size", str(args.max_batch_size), "--max_wait_ms", str(args.max_wait_ms),
-           "--log_level", "warning", "--device", args.device]
+           "--log_level", "warning", "--device", args.device] + (["--quantize", args.quantize] if args.quantize else [])
     server = subprocess.Popen(cmd, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -245,6 +246,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cpu / cuda, for both sides (default: cuda when available)")
     p.add_argument("--legacy_python", default="/tmp/legacy-venv/bin/python")
     p.add_argument("--align_to_words", action="store_true", help="pipeline default answer snapping (see above)")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="serve ours with dynamic int8 Linear layers (CPU); the pipeline stays float32")
     args = p.parse_args(argv)
     if args.device is None:
         import torch
@@ -267,7 +270,8 @@ def main(argv=None) -> int:
     ours = run_ours(model, questions, args.concurrency, args)
     peer = run_peer(model, questions, args.concurrency, args)
 
-    print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}); "
+    print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}"
+          f"{', int8 dynamic quantisation' if args.quantize else ', float32'}); "
           f"peer: transformers {peer['transformers']} pipeline, in-process")
     head = f"{'concurrency':<22}{'ours q/s':>10}{'peer q/s':>10}{'ratio':>7}   {'ours p50':>9}{'peer p50':>9}" \
            f"{'ratio':>7}   {'ours p95':>9}{'peer p95':>9}"
@@ -305,6 +309,14 @@ def main(argv=None) -> int:
         same = sum(normalize(ours_a[i]) == normalize(peer_a[i]) for i in idx)
         if idx:
             print(f"  {name:<16} {same}/{len(idx)} = {100 * same / len(idx):.1f}% (normalised)")
+    from squad_qa.metrics import exact_match_score, f1_score
+
+    for name, answers in (("ours", ours_a), ("pipeline", peer_a)):
+        em = sum(max(exact_match_score(a, g) for g in q["gold"]) for a, q in zip(answers, questions) if q["gold"])
+        f1 = sum(max(f1_score(a, g) for g in q["gold"]) for a, q in zip(answers, questions) if q["gold"])
+        n_gold = sum(1 for q in questions if q["gold"])
+        if n_gold:
+            print(f"  {name:<9} vs gold answers: EM {100 * em / n_gold:.2f} F1 {100 * f1 / n_gold:.2f} ({n_gold} questions)")
     for c in args.concurrency[1:]:
         same = sum(a == b for a, b in zip(ours[c]["answers"], ours_a))
         print(f"ours at concurrency {c} vs {c0} (batching must not change answers): {same}/{n}")

@@ -77,6 +77,7 @@ class ModelInfo(BaseModel):
     max_query_length: int
     metrics: dict[str, Any] | None = Field(None, description="Metrics recorded by training (squad_qa.json), if any.")
     note: str | None = None
+    quantized: str | None = Field(None, description='"int8" when served with dynamic int8 Linear layers.')
     max_batch_size: int
     max_wait_ms: float
     max_context_chars: int

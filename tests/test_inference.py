@@ -203,3 +203,16 @@ def test_context_without_tokens_gets_no_answer_not_an_error(reader, caplog):
     # Zero-width and control characters survive str.strip() but tokenize to nothing: no window, no answer.
     assert reader.answer_batch([QAItem("Who?", "\u200b\u200b \x00"), QAItem("Who?", "Ann met Bob.")])[0] == []
     assert "no tokens" in caplog.text
+
+
+def test_int8_quantized_reader_still_returns_exact_substrings(tiny_qa_checkpoint):
+    fp32 = QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu")
+    int8 = QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu", quantize="int8")
+    assert int8.quantized == "int8" and int8.describe()["quantized"] == "int8" and fp32.quantized is None
+    linear = [m for m in int8.model.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__]
+    assert linear, "no Linear layer was replaced by its dynamically quantised version"
+    context = "The Eiffel Tower, in Paris, was finished in 1889 by Gustave Eiffel's company."
+    for answer in int8.answer("When was it finished?", context, top_k=3):
+        assert context[answer.start:answer.end] == answer.text
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu", quantize="int4")
