@@ -77,6 +77,22 @@ def _require_grad(name: str, p: torch.Tensor, who: str) -> torch.Tensor:
     return p.grad
 
 
+def snapshot_grads(params: list[tuple[str, nn.Parameter]]) -> dict[str, torch.Tensor | None]:
+    """Copies of the matched parameters' gradients, to subtract later (see ``attack(grads_before=...)``)."""
+    return {name: None if p.grad is None else p.grad.detach().clone() for name, p in params}
+
+
+def _direction(name: str, p: torch.Tensor, who: str, grads_before: dict | None) -> torch.Tensor:
+    """This micro-batch's gradient: ``.grad`` minus what earlier micro-batches had accumulated.
+
+    With gradient accumulation ``.grad`` already holds the previous micro-batches' (clean and
+    adversarial) gradients; stepping along that sum would attack the wrong examples.
+    """
+    grad = _require_grad(name, p, who)
+    before = None if grads_before is None else grads_before.get(name)
+    return grad if before is None else grad - before
+
+
 class FGM:
     """Fast Gradient Method on the embedding weights: one step ``r = epsilon * g / ||g||``."""
 
@@ -90,13 +106,20 @@ class FGM:
         self.backup: dict[str, torch.Tensor] = {}
         logger.info("FGM on %s (epsilon=%g)", [n for n, _ in self.params], self.epsilon)
 
+    def snapshot_grads(self) -> dict[str, torch.Tensor | None]:
+        return snapshot_grads(self.params)
+
     @torch.no_grad()
-    def attack(self) -> None:
-        """Back up the matched weights and add ``epsilon * g / ||g||`` (needs a prior backward)."""
+    def attack(self, grads_before: dict[str, torch.Tensor | None] | None = None) -> None:
+        """Back up the matched weights and add ``epsilon * g / ||g||`` (needs a prior backward).
+
+        ``grads_before``: a :meth:`snapshot_grads` taken before this micro-batch's backward, so that
+        ``g`` is this micro-batch's gradient only (gradient accumulation).
+        """
         if self.backup:
             raise RuntimeError("FGM.attack() called twice without restore()")
         for name, p in self.params:
-            grad = _require_grad(name, p, "FGM")
+            grad = _direction(name, p, "FGM", grads_before)
             self.backup[name] = p.data.clone()
             p.data.add_(_normalised_step(grad, self.epsilon))
 
@@ -138,9 +161,16 @@ class PGD:
         self.grad_backup: dict[str, torch.Tensor] = {}
         logger.info("PGD on %s (epsilon=%g, alpha=%g)", [n for n, _ in self.params], self.epsilon, self.alpha)
 
+    def snapshot_grads(self) -> dict[str, torch.Tensor | None]:
+        return snapshot_grads(self.params)
+
     @torch.no_grad()
-    def attack(self, is_first_attack: bool = False) -> None:
-        """One PGD step; ``is_first_attack=True`` first backs up the clean weights."""
+    def attack(self, is_first_attack: bool = False,
+               grads_before: dict[str, torch.Tensor | None] | None = None) -> None:
+        """One PGD step; ``is_first_attack=True`` first backs up the clean weights.
+
+        ``grads_before`` as in :meth:`FGM.attack` (only the first step needs it: later steps follow
+        a ``zero_grad``)."""
         if is_first_attack:
             if self.emb_backup:
                 raise RuntimeError("PGD.attack(is_first_attack=True) called again without restore()")
@@ -149,7 +179,7 @@ class PGD:
         elif not self.emb_backup:
             raise RuntimeError("PGD.attack(): the first step of an attack needs is_first_attack=True")
         for name, p in self.params:
-            grad = _require_grad(name, p, "PGD")
+            grad = _direction(name, p, "PGD", grads_before)
             p.data.add_(_normalised_step(grad, self.alpha))
             self._project(name, p)
 

@@ -856,10 +856,12 @@ class Trainer:
                     self._backward(loss, scale)
             elif args.adv == "fgm":
                 # FGM: gradient of the clean loss, step the embeddings along it, add the adversarial gradient.
+                # With accumulation the direction must be this micro-batch's gradient alone.
+                before = self.adversary.snapshot_grads() if j > 0 else None
                 with self._sync_context(False):
                     loss = loss_fn()
                     self._backward(loss, scale)
-                self.adversary.attack()
+                self.adversary.attack(grads_before=before)
                 with self._sync_context(last):
                     self._backward(loss_fn(), scale)
                 self.adversary.restore()
@@ -867,12 +869,13 @@ class Trainer:
                 # PGD (K steps): the clean gradient is kept aside while the perturbation is searched, then the
                 # last adversarial gradient is added to it.
                 k_steps = args.adv_steps if args.adv_steps is not None else 3
+                before = self.adversary.snapshot_grads() if j > 0 else None
                 with self._sync_context(False):
                     loss = loss_fn()
                     self._backward(loss, scale)
                 self.adversary.backup_grad()
                 for t in range(k_steps):
-                    self.adversary.attack(is_first_attack=(t == 0))
+                    self.adversary.attack(is_first_attack=(t == 0), grads_before=before if t == 0 else None)
                     if t != k_steps - 1:
                         self.model.zero_grad(set_to_none=False)
                     else:

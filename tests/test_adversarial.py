@@ -169,3 +169,26 @@ def test_fgm_and_pgd_work_through_ddp():
         pgd.attack(is_first_attack=True)
         pgd.restore()
         assert torch.equal(W.detach(), w0)
+
+
+@pytest.mark.parametrize("cls", [FGM, PGD])
+def test_attack_steps_along_this_micro_batch_gradient_only(cls):
+    """With gradient accumulation, .grad also holds earlier micro-batches: the attack must subtract them."""
+    model = tiny_model()
+    other = {**batch(), "start_positions": torch.tensor([3, 1, 2]), "end_positions": torch.tensor([5, 8, 2])}
+    model(**other).loss.backward()  # an earlier micro-batch, with other targets
+    adv = cls(model, epsilon=1.0) if cls is FGM else cls(model, epsilon=1.0, alpha=1.0)
+    before = adv.snapshot_grads()
+    earlier = emb(model).grad.clone()
+    (2.0 * loss_of(model)).backward()  # this micro-batch: .grad = earlier + 2 * g
+    own = emb(model).grad - earlier
+    w0 = emb(model).detach().clone()
+    if cls is FGM:
+        adv.attack(grads_before=before)
+    else:
+        adv.attack(is_first_attack=True, grads_before=before)
+    step = emb(model).detach() - w0
+    torch.testing.assert_close(step, own / own.norm(), rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(step, emb(model).grad / emb(model).grad.norm())
+    adv.restore()
+    assert torch.equal(emb(model).detach(), w0)
