@@ -63,6 +63,9 @@ class ServiceSettings:
     model_batch_size: int = 64  # windows per forward pass inside a model call
     max_context_chars: int = 100_000  # longer contexts: 413
     max_batch_items: int = 64  # longer /v1/answer/batch lists: 413
+    # Larger bodies are refused by Content-Length before the JSON is read (413). None: the largest
+    # body the other limits allow (max_batch_items contexts of max_context_chars 4-byte characters).
+    max_body_bytes: int | None = None
 
 
 class PayloadTooLarge(Exception):
@@ -291,6 +294,17 @@ def create_app(model_dir: str | Path | None = None, *, reader: QAReader | None =
     app.state.settings = cfg
     app.state.reader = None
     app.state.batcher = None
+    max_body = cfg.max_body_bytes or cfg.max_batch_items * (4 * cfg.max_context_chars + 8192) + 4096
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        # Checked before FastAPI parses the body, so an oversized request costs no parsing.
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body:
+            return _error(request, 413, "payload_too_large",
+                          f"request body has {length} bytes; the limit is {max_body}")
+        return await call_next(request)
+
     app.add_middleware(RequestIdMiddleware)
     _install_error_handlers(app)
     _install_routes(app)

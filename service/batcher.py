@@ -47,6 +47,9 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._last_batch_requests = 0
+        # Requests taken off the queue and not yet answered (being gathered, run or retried): on
+        # stop() they are failed too, so no client waits forever.
+        self._inflight: list[_Pending] = []
         # Counters for logs and tests: how many model calls served how many requests.
         self.calls = 0
         self.requests_served = 0
@@ -68,11 +71,14 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._queue is not None:  # fail whoever is still waiting instead of hanging them
+        waiting = list(self._inflight)
+        self._inflight = []
+        if self._queue is not None:
             while not self._queue.empty():
-                p = self._queue.get_nowait()
-                if not p.future.done():
-                    p.future.set_exception(RuntimeError("service is shutting down"))
+                waiting.append(self._queue.get_nowait())
+        for p in waiting:  # fail whoever is still waiting instead of hanging them
+            if not p.future.done():
+                p.future.set_exception(RuntimeError("service is shutting down"))
         if self._executor is not None:  # let a running model call finish, off the event loop
             await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
@@ -88,6 +94,7 @@ class MicroBatcher:
     async def _gather(self) -> list[_Pending]:
         assert self._queue is not None
         batch = [await self._queue.get()]
+        self._inflight = batch  # the same list: whatever is appended below is in flight too
         size = len(batch[0].items)
         wait = self.max_wait_ms / 1000.0
         if self._last_batch_requests <= 1 and self._queue.empty():
@@ -117,6 +124,7 @@ class MicroBatcher:
             if not batch:
                 continue
             await self._run(loop, batch)
+            self._inflight = []
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         items = [it for p in batch for it in p.items]

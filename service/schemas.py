@@ -25,7 +25,8 @@ class AnswerRequest(BaseModel):
         },
     )
 
-    question: str = Field(description="The question; must not be empty or whitespace.")
+    question: str = Field(max_length=2000, description="The question; must not be empty or whitespace. Only its "
+                                                        "first 64 word pieces are read, as in training.")
     context: str = Field(description="The passage the answer is extracted from (any length up to the server limit; "
                                      "long passages are read in overlapping windows).")
     top_k: int = Field(1, ge=1, le=20, description="How many candidate spans to return, best first.")

@@ -264,3 +264,41 @@ def test_real_server_under_concurrency(live_server):
         assert_exact(body["answers"], contexts[i])
     calls = app.state.batcher.calls - calls_before
     assert calls < 300, "requests were never batched together"
+
+
+def test_oversized_body_and_question_are_refused_before_the_model(client):
+    limit = 4 * (4 * LIMITS["max_context_chars"] + 8192) + 4096  # derived from the other limits
+    body = '{"question": "Why?", "context": "' + "x" * (limit + 10) + '"}'
+    r = client.post("/v1/answer", content=body, headers={"content-type": "application/json"})
+    assert_error(r, 413, "payload_too_large", rf"request body has \d+ bytes; the limit is {limit}")
+    r = client.post("/v1/answer", json={"question": "why " * 600, "context": "fine"})
+    assert_error(r, 422, "invalid_request", r"body\.question: String should have at most 2000 characters")
+
+
+def test_stopping_the_batcher_answers_every_waiting_request():
+    """Requests being gathered, run or retried one by one all get an error on shutdown, none hangs."""
+    import asyncio
+    import time
+
+    from service.batcher import MicroBatcher
+
+    class FailsInBatches:
+        def answer_batch(self, items):
+            time.sleep(0.2)
+            if len(items) > 1:
+                raise RuntimeError("batch fails")
+            return [[] for _ in items]
+
+    async def scenario(max_wait_ms, n, pause):
+        b = MicroBatcher(FailsInBatches(), max_batch_size=8, max_wait_ms=max_wait_ms)
+        await b.start()
+        b._last_batch_requests = 2  # as after a busy period: the next batch waits for company
+        tasks = [asyncio.create_task(b.submit([object()])) for _ in range(n)]
+        await asyncio.sleep(pause)
+        await b.stop()
+        done, pending = await asyncio.wait(tasks, timeout=2)
+        assert not pending, "a request was left waiting after stop()"
+        return [type(t.exception()).__name__ if t.exception() else "ok" for t in tasks]
+
+    assert asyncio.run(scenario(5000, 1, 0.05)) == ["RuntimeError"]  # stopped while gathering
+    assert "RuntimeError" in asyncio.run(scenario(50, 3, 0.35))  # stopped during the one-by-one retry
