@@ -51,6 +51,11 @@ class TrainState:
     gradient_accumulation_steps: int = 1
     seed: int = 0
     num_features: int = 0
+    group_by_length: bool = True
+    max_seq_length: int = 0
+    doc_stride: int = 0
+    max_query_length: int = 0
+    max_train_samples: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

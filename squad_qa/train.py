@@ -320,10 +320,24 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.model_name_or_path is not None and Path(args.model_name_or_path).is_dir():
         cfg_file = Path(args.model_name_or_path) / "config.json"
         if cfg_file.is_file():
-            max_pos = json.loads(cfg_file.read_text()).get("max_position_embeddings")
+            config = json.loads(cfg_file.read_text())
+            max_pos = config.get("max_position_embeddings")
             if max_pos is not None and args.max_seq_length > max_pos:
                 errors.append(f"--max_seq_length {args.max_seq_length} exceeds the model's "
                               f"max_position_embeddings {max_pos}")
+            layers = config.get("num_hidden_layers")
+            for flag in ("reinit_layers", "llrd_groups"):
+                value = getattr(args, flag)
+                if layers is not None and value is not None and value > layers:
+                    errors.append(f"--{flag} {value} exceeds the model's {layers} layers")
+        if not args.do_train and args.do_eval:
+            # Evaluating a base encoder would score a randomly initialised answer head.
+            from squad_qa.inference import CheckpointError, check_qa_checkpoint
+
+            try:
+                check_qa_checkpoint(args.model_name_or_path)
+            except CheckpointError as e:
+                errors.append(f"--do_eval without --do_train needs a fine-tuned checkpoint: {e}")
     if errors:
         raise UsageError("invalid arguments:\n  - " + "\n  - ".join(errors))
 
@@ -491,12 +505,13 @@ def _restrict_dataset(data: list, qids: set[str]) -> list:
 
 
 @contextlib.contextmanager
-def main_process_first(rt: Runtime) -> Iterator[None]:
-    """Rank 0 builds the feature cache; the others wait, then read it."""
-    if not rt.is_main:
+def main_process_first(rt: Runtime, cache_dir: str | None) -> Iterator[None]:
+    """With a feature cache, rank 0 builds it and the others wait, then read it; without one, every
+    rank converts at the same time (waiting would only serialise the same work)."""
+    if cache_dir and not rt.is_main:
         rt.barrier()
     yield
-    if rt.is_main:
+    if cache_dir and rt.is_main:
         rt.barrier()
 
 
@@ -508,7 +523,7 @@ def load_train_features(args: argparse.Namespace, tokenizer, rt: Runtime):
                                    version_2_with_negative=args.version_2_with_negative)
     if args.max_train_samples:
         examples = examples[:args.max_train_samples]
-    with main_process_first(rt):
+    with main_process_first(rt, args.cache_dir):
         features = convert_examples_to_features(
             examples, tokenizer, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
             max_query_length=args.max_query_length, is_training=True, cache_dir=args.cache_dir,
@@ -525,7 +540,7 @@ def load_eval_data(args: argparse.Namespace, tokenizer, rt: Runtime, limit: int 
                                    version_2_with_negative=args.version_2_with_negative)
     if limit:
         examples = examples[:limit]
-    with main_process_first(rt):
+    with main_process_first(rt, args.cache_dir):
         features = convert_examples_to_features(
             examples, tokenizer, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
             max_query_length=args.max_query_length, is_training=False, cache_dir=args.cache_dir,
@@ -653,6 +668,15 @@ def _em(metrics: dict[str, Any]) -> float:
 # Metrics log
 
 
+def _parses(line: str) -> bool:
+    """A complete JSON line (a run killed mid-write can leave the last one cut short)."""
+    try:
+        json.loads(line)
+        return bool(line.strip())
+    except json.JSONDecodeError:
+        return False
+
+
 class MetricsLog:
     """metrics.jsonl (one JSON object per logging/eval step) + TensorBoard when it is installed; rank 0 only.
 
@@ -672,7 +696,7 @@ class MetricsLog:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+                    if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -740,10 +764,16 @@ class Trainer:
         self.state = TrainState(total_steps=total, world_size=rt.world_size,
                                 per_device_train_batch_size=args.per_device_train_batch_size,
                                 gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
-                                num_features=len(self.train_features))
+                                num_features=len(self.train_features),
+                                group_by_length=not args.no_group_by_length,
+                                max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
+                                max_query_length=args.max_query_length,
+                                max_train_samples=args.max_train_samples)
         warmup = args.warmup_steps or math.ceil(args.warmup_ratio * total)
 
         self.optimizer = build_optimizer(self.model, args)
+        if warmup > total:
+            raise UsageError(f"--warmup_steps {warmup} exceeds the {total} optimiser steps of this run")
         self.scheduler = build_scheduler(self.optimizer, args.lr_scheduler, warmup, total)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=args.fp16)
 
@@ -802,8 +832,10 @@ class Trainer:
     def resume(self, ckpt: Path) -> None:
         rt = self.rt
         saved = json.loads((ckpt / "trainer_state.json").read_text())
+        # Everything that decides the batch order: a mismatch would replay some data and skip the rest.
         for key in ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
-                    "num_features"):
+                    "num_features", "group_by_length", "max_seq_length", "doc_stride", "max_query_length",
+                    "max_train_samples"):
             if saved.get(key) != getattr(self.state, key):
                 raise UsageError(f"cannot resume from {ckpt}: it was written with {key}={saved.get(key)}, this run "
                                  f"has {key}={getattr(self.state, key)} (the data position would not match)")

@@ -270,6 +270,8 @@ def test_version_2_trains_and_scores_with_impossible_questions(tiny_qa_checkpoin
     (["--max_seq_length", "1024", "--doc_stride", "128"], "max_position_embeddings"),
     (["--train_file", "/nonexistent/train.json"], "--train_file: file not found: /nonexistent/train.json"),
     (["--resume_from_checkpoint"], "no complete checkpoint-* folder"),
+    (["--reinit_layers", "9"], "--reinit_layers 9 exceeds the model's 2 layers"),
+    (["--llrd_decay", "0.9", "--llrd_groups", "9"], "--llrd_groups 9 exceeds the model's 2 layers"),
 ])
 def test_bad_flags_are_refused_before_any_work(tiny_qa_checkpoint, tmp_path, caplog, extra, message):
     out = tmp_path / "refused"
@@ -277,6 +279,18 @@ def test_bad_flags_are_refused_before_any_work(tiny_qa_checkpoint, tmp_path, cap
         assert main(run_args(tiny_qa_checkpoint, out, *extra)) == 2
     assert message in caplog.text
     assert not out.exists()  # nothing was started
+
+
+def test_more_warmup_than_steps_and_eval_of_a_base_encoder_are_refused(tiny_qa_checkpoint, tmp_path, caplog):
+    import squad_qa
+
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(run_args(tiny_qa_checkpoint, tmp_path / "w", "--max_steps", "2", "--warmup_steps", "50")) == 2
+        assert main(["--model_name_or_path", str(squad_qa.default_base_model_path()), "--do_eval",
+                     "--predict_file", str(FIXTURE), "--output_dir", str(tmp_path / "e")]) == 2
+    assert "--warmup_steps 50 exceeds the 2 optimiser steps of this run" in caplog.text
+    assert "--do_eval without --do_train needs a fine-tuned checkpoint" in caplog.text
+    assert not (tmp_path / "e").exists()
 
 
 def test_non_empty_output_dir_needs_overwrite(tiny_qa_checkpoint, tmp_path, caplog):
@@ -308,6 +322,15 @@ def test_config_file_supplies_defaults_and_flags_override(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------
 # 3. robustness: resume, non-finite loss
+
+
+def test_resume_refuses_a_different_batch_order(tiny_qa_checkpoint, tmp_path, caplog):
+    out = tmp_path / "run"
+    assert main(run_args(tiny_qa_checkpoint, out, "--save_steps", "1", "--stop_after_steps", "2")) == 0
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(run_args(tiny_qa_checkpoint, out, "--resume_from_checkpoint", "latest",
+                             "--no_group_by_length")) == 2
+    assert "group_by_length=True, this run has group_by_length=False" in caplog.text
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_qa_checkpoint, tmp_path):
