@@ -53,6 +53,7 @@ from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, TMP_PREFIX, T
                                  commit_dir, find_latest_checkpoint, load_checkpoint,
                                  restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.data import SquadFormatError
+from squad_qa.optim import SCHEDULER_CHOICES
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
 
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_steps", type=int, default=-1, help="if > 0: total optimiser steps (overrides epochs)")
     g.add_argument("--warmup_steps", type=int, default=0)
     g.add_argument("--warmup_ratio", type=float, default=0.0)
-    g.add_argument("--lr_scheduler", choices=["linear", "cosine", "constant"], default="linear")
+    g.add_argument("--lr_scheduler", choices=SCHEDULER_CHOICES, default="linear")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU)")
@@ -556,7 +557,7 @@ def load_eval_data(args: argparse.Namespace, tokenizer, rt: Runtime, limit: int 
 
 def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace,
                  amp: contextlib.AbstractContextManager) -> torch.Tensor:
-    from squad_qa.losses import rdrop_kl, span_loss
+    from squad_qa.losses import rdrop_span_loss, span_loss
 
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     valid = batch.get("valid_mask")
@@ -572,13 +573,9 @@ def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace
     sp, ep = batch["start_positions"], batch["end_positions"]
     if not rdrop:
         return span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing)
-    s1, s2 = start.chunk(2)
-    e1, e2 = end.chunk(2)
-    ce = (span_loss(s1, e1, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing)
-          + span_loss(s2, e2, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing,
-                      check_targets=False)) / 2  # same targets, checked once (the check reads back to the host)
-    kl = (rdrop_kl(s1, s2, valid_mask=valid) + rdrop_kl(e1, e2, valid_mask=valid)) / 2
-    return ce + args.rdrop_alpha * kl
+    (s1, s2), (e1, e2) = start.chunk(2), end.chunk(2)
+    return rdrop_span_loss(s1, e1, s2, e2, sp, ep, valid_mask=valid, alpha=args.rdrop_alpha,
+                           label_smoothing=args.label_smoothing)
 
 
 # ----------------------------------------------------------------------------------------------------------------
