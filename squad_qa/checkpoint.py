@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from squad_qa.averaging import averaged_state_dict, load_averaged_state_dict
+
 if TYPE_CHECKING:  # only for annotations: train.py imports this module
     from squad_qa.train import Runtime
 
@@ -170,7 +172,8 @@ def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tok
         if averaged is not None:
             from safetensors.torch import save_file
 
-            save_file({k: v.detach().clone().contiguous().cpu() for k, v in averaged.state_dict().items()},
+            state = averaged_state_dict(averaged)
+            save_file({k: v.detach().clone().contiguous().cpu() for k, v in state.items()},
                       str(tmp / "averaged.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(state.to_json(), indent=2) + "\n")
         commit_dir(tmp, final)
@@ -193,7 +196,7 @@ def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler
     if scaler is not None and scaler.is_enabled() and (ckpt / "scaler.pt").is_file():
         scaler.load_state_dict(torch.load(ckpt / "scaler.pt", weights_only=True))
     if averaged is not None:
-        averaged.load_state_dict(load_file(str(ckpt / "averaged.safetensors"), device=str(rt.device)))
+        load_averaged_state_dict(averaged, load_file(str(ckpt / "averaged.safetensors"), device=str(rt.device)))
     return state
 
 

@@ -53,6 +53,7 @@ from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, TMP_PREFIX, T
                                  commit_dir, find_latest_checkpoint, load_checkpoint,
                                  restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.data import SquadFormatError
+from squad_qa.averaging import averaged_module
 from squad_qa.optim import SCHEDULER_CHOICES
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
@@ -945,10 +946,10 @@ class Trainer:
     # -- which weights are "the model" ----------------------------------------------------------------------------
     def eval_model_and_kind(self) -> tuple[Any, str]:
         if self.args.ema_decay is not None:
-            return self.averaged.module, "ema"
+            return averaged_module(self.averaged), "ema"
         if self.args.swa_start is not None:
             if int(self.averaged.n_averaged) > 0:
-                return self.averaged.module, "swa"
+                return averaged_module(self.averaged), "swa"
             logger.warning("SWA never started (stopped before step %s): using the raw weights", self.swa_start_step)
         return self.model, "raw"
 
