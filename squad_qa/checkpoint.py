@@ -172,8 +172,7 @@ def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tok
         if averaged is not None:
             from safetensors.torch import save_file
 
-            state = averaged_state_dict(averaged)
-            save_file({k: v.detach().clone().contiguous().cpu() for k, v in state.items()},
+            save_file({k: v.detach().clone().contiguous().cpu() for k, v in averaged_state_dict(averaged).items()},
                       str(tmp / "averaged.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(state.to_json(), indent=2) + "\n")
         commit_dir(tmp, final)
