@@ -17,8 +17,10 @@ by length and run in chunks of `max_batch_size`, each chunk padded only to its o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +49,59 @@ TRAIN_HINT = (
     "--predict_file ../shared/squad/dev-v1.1.json.gz --output_dir models/squad-minilm-l6\n"
     "then pass its folder with --model (or the SQUAD_QA_MODEL environment variable)."
 )
+
+
+# ------------------------------------------------------------------------------ features -> logits
+# Shared by training-time evaluation (train.py) and the reader below.
+
+
+def collate(features, idx, pad_to: int | None = None, pad_multiple: int = 1, with_targets: bool = True,
+            with_valid_mask: bool = False) -> dict[str, torch.Tensor]:
+    """Slice a batch out of the column-wise features, cut to the batch's longest window (dynamic padding).
+
+    ``pad_to`` forces a fixed width (e.g. max_seq_length, for comparison); ``pad_multiple`` rounds the width up
+    (8 on GPUs: tensor-core friendly shapes).  ``valid_mask`` marks the positions an answer may take (context
+    tokens + CLS, i.e. p_mask == 0): label smoothing and R-Drop spread/compare probability mass only there.
+    """
+    idx = np.asarray(idx)
+    width = int(pad_to) if pad_to else int(features.seq_len[idx].max())
+    width = min(int(math.ceil(width / pad_multiple) * pad_multiple), features.max_seq_length)
+    batch = {
+        "input_ids": torch.from_numpy(features.input_ids[idx, :width].astype(np.int64)),
+        "attention_mask": torch.from_numpy(features.attention_mask[idx, :width].astype(np.int64)),
+        "token_type_ids": torch.from_numpy(features.token_type_ids[idx, :width].astype(np.int64)),
+    }
+    if with_targets:
+        batch["start_positions"] = torch.from_numpy(features.start_position[idx].astype(np.int64))
+        batch["end_positions"] = torch.from_numpy(features.end_position[idx].astype(np.int64))
+    if with_valid_mask:
+        batch["valid_mask"] = torch.from_numpy(features.p_mask[idx, :width] == 0)
+    return batch
+
+
+@torch.inference_mode()
+def predict_logits(model, features, indices: np.ndarray, batch_size: int, device: torch.device,
+                   amp: contextlib.AbstractContextManager | None = None, pad_multiple: int = 1,
+                   show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end logits for ``features[indices]``, float32 ``[len(indices), L]`` (columns >= seq_len unused)."""
+    width = features.max_seq_length
+    start = np.zeros((len(indices), width), dtype=np.float32)
+    end = np.zeros((len(indices), width), dtype=np.float32)
+    # Sorted by length so each batch pads to similar lengths; results go back to their rows.
+    order = np.argsort(-features.seq_len[indices], kind="stable")
+    was_training = model.training
+    model.eval()
+    for s in tqdm(range(0, len(order), batch_size), desc="evaluating", disable=not show_progress, leave=False):
+        rows = order[s:s + batch_size]
+        batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with amp if amp is not None else contextlib.nullcontext():
+            out = model(**batch)
+        t = out.start_logits.shape[1]
+        start[rows, :t] = out.start_logits.float().cpu().numpy()
+        end[rows, :t] = out.end_logits.float().cpu().numpy()
+    model.train(was_training)
+    return start, end
 
 
 class CheckpointError(ValueError):
@@ -300,30 +355,10 @@ class QAReader:
 
     @torch.inference_mode()
     def predict_logits(self, features, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Start/end logits [N, T] for every window, T = the longest window (positions past a
-        window's seq_len are zero and ignored by the post-processor)."""
-        n = len(features)
-        seq_len = np.asarray(features.seq_len)
-        width = int(seq_len.max()) if n else 0
-        start_out = np.zeros((n, width), dtype=np.float32)
-        end_out = np.zeros((n, width), dtype=np.float32)
-        # Longest first, so each chunk holds windows of similar length and pads little; results are
-        # scattered back to their original rows.
-        order = np.argsort(-seq_len, kind="stable")
-        chunks = range(0, n, self.max_batch_size)
-        for lo in tqdm(chunks, desc="predict", unit="batch", disable=not show_progress):
-            idx = order[lo : lo + self.max_batch_size]
-            t = int(seq_len[idx].max())
-            batch = {
-                name: torch.from_numpy(np.ascontiguousarray(getattr(features, name)[idx, :t])).to(
-                    self.device, dtype=torch.long
-                )
-                for name in ("input_ids", "attention_mask", "token_type_ids")
-            }
-            out = self.model(**batch)
-            start_out[idx, :t] = out.start_logits.float().cpu().numpy()
-            end_out[idx, :t] = out.end_logits.float().cpu().numpy()
-        return start_out, end_out
+        """Start/end logits ``[N, L]`` for every window (positions past a window's seq_len are
+        zero and ignored by the post-processor)."""
+        return predict_logits(self.model, features, np.arange(len(features)), self.max_batch_size, self.device,
+                              show_progress=show_progress)
 
     # ------------------------------------------------------------------------------ the questions
 

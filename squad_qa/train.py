@@ -54,6 +54,7 @@ from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, TMP_PREFIX, T
                                  restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.data import SquadFormatError
 from squad_qa.averaging import averaged_module
+from squad_qa.inference import collate, predict_logits  # noqa: F401 (collate: also bench_train)
 from squad_qa.optim import SCHEDULER_CHOICES
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
@@ -456,30 +457,6 @@ class LengthGroupedBatchSampler:
         return iter(self.batches(0))
 
 
-def collate(features, idx, pad_to: int | None = None, pad_multiple: int = 1, with_targets: bool = True,
-            with_valid_mask: bool = False) -> dict[str, torch.Tensor]:
-    """Slice a batch out of the column-wise features, cut to the batch's longest window (dynamic padding).
-
-    ``pad_to`` forces a fixed width (e.g. max_seq_length, for comparison); ``pad_multiple`` rounds the width up
-    (8 on GPUs: tensor-core friendly shapes).  ``valid_mask`` marks the positions an answer may take (context
-    tokens + CLS, i.e. p_mask == 0): label smoothing and R-Drop spread/compare probability mass only there.
-    """
-    idx = np.asarray(idx)
-    width = int(pad_to) if pad_to else int(features.seq_len[idx].max())
-    width = min(int(math.ceil(width / pad_multiple) * pad_multiple), features.max_seq_length)
-    batch = {
-        "input_ids": torch.from_numpy(features.input_ids[idx, :width].astype(np.int64)),
-        "attention_mask": torch.from_numpy(features.attention_mask[idx, :width].astype(np.int64)),
-        "token_type_ids": torch.from_numpy(features.token_type_ids[idx, :width].astype(np.int64)),
-    }
-    if with_targets:
-        batch["start_positions"] = torch.from_numpy(features.start_position[idx].astype(np.int64))
-        batch["end_positions"] = torch.from_numpy(features.end_position[idx].astype(np.int64))
-    if with_valid_mask:
-        batch["valid_mask"] = torch.from_numpy(features.p_mask[idx, :width] == 0)
-    return batch
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Data
 
@@ -581,31 +558,6 @@ def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace
 
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluation
-
-
-@torch.inference_mode()
-def predict_logits(model, features, indices: np.ndarray, batch_size: int, device: torch.device,
-                   amp: contextlib.AbstractContextManager, pad_multiple: int = 1,
-                   show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Start/end logits for ``features[indices]``, float32 ``[len(indices), L]`` (columns >= seq_len unused)."""
-    width = features.max_seq_length
-    start = np.zeros((len(indices), width), dtype=np.float32)
-    end = np.zeros((len(indices), width), dtype=np.float32)
-    # Sorted by length so each batch pads to similar lengths; results go back to their rows.
-    order = np.argsort(-features.seq_len[indices], kind="stable")
-    was_training = model.training
-    model.eval()
-    for s in tqdm(range(0, len(order), batch_size), desc="evaluating", disable=not show_progress, leave=False):
-        rows = order[s:s + batch_size]
-        batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with amp:
-            out = model(**batch)
-        t = out.start_logits.shape[1]
-        start[rows, :t] = out.start_logits.float().cpu().numpy()
-        end[rows, :t] = out.end_logits.float().cpu().numpy()
-    model.train(was_training)
-    return start, end
 
 
 def evaluate(args: argparse.Namespace, rt: Runtime, model, data: EvalData, amp_factory,
