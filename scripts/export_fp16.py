@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Save a model folder in float16 safetensors (half the bytes), with its tokenizer.
+
+    python scripts/export_fp16.py [SRC] DST [--model_card]
+
+SRC: a base encoder or a fine-tuned QA checkpoint (default: squad_qa.default_base_model_path()). The base encoder in
+fp16 is ~45 MB, small enough to travel to the GPU machine with the SQuAD files. Training from it needs nothing
+special: train.py loads with dtype=torch.float32, so the fp16 weights are upcast on load (fp16 -> fp32 is exact;
+only the export itself rounds, by at most 2^-11 relative). squad_qa.json (run info, metrics) is copied along.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+RUN_INFO_FILE = "squad_qa.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_qa_checkpoint(src: Path) -> bool:
+    config = json.loads((src / "config.json").read_text())
+    return any(a.endswith("ForQuestionAnswering") for a in config.get("architectures") or [])
+
+
+def model_card(dst: Path, src: Path) -> str:
+    info = json.loads((dst / RUN_INFO_FILE).read_text()) if (dst / RUN_INFO_FILE).is_file() else {}
+    metrics = info.get("metrics") or {}
+    targs = info.get("training_args") or {}
+    em = metrics.get("exact_match", metrics.get("exact"))
+    f1 = metrics.get("f1")
+    score = (f"EM {em:.2f} / F1 {f1:.2f} on {metrics.get('num_questions', '?')} SQuAD v1.1 dev questions "
+             f"({info.get('weights', '?')} weights, scored before the fp16 export)" if em is not None and f1 is not None
+             else "no metrics recorded in squad_qa.json")
+    keys = ["learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_seq_length", "doc_stride",
+            "warmup_ratio", "label_smoothing", "adv", "ema_decay", "swa_start", "llrd_decay", "reinit_layers",
+            "rdrop_alpha", "seed", "bf16"]
+    hp = "\n".join(f"- {k}: {targs[k]}" for k in keys if targs.get(k) not in (None, 0, 0.0, False))
+    return f"""---
+language: en
+license: apache-2.0
+library_name: transformers
+pipeline_tag: question-answering
+datasets: [squad]
+---
+
+# squad-minilm-l6 (fp16)
+
+Extractive question answering: MiniLM-L6-H384 (uncased BERT, 6 layers, hidden 384) fine-tuned on SQuAD v1.1 train
+with squad-qa (`scripts/train_squad.py`), weights stored in float16.
+
+- Result: {score}.
+- Source checkpoint: `{src.name}`, global step {info.get('global_step', '?')}.
+- Load: `AutoModelForQuestionAnswering.from_pretrained(path)` (transformers 5 keeps the stored float16 unless
+  you pass `dtype=torch.float32`, which you should for CPU inference), or `squad_qa.inference.QAReader`.
+- Limits: English Wikipedia-style paragraphs; always returns a span (SQuAD v1.1 has no unanswerable questions);
+  inputs over 384 tokens are read in overlapping windows.
+
+Training flags:
+{hp or '- (none recorded)'}
+"""
+
+
+def export_fp16(src: Path, dst: Path, write_card: bool = False) -> dict:
+    import torch
+    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
+
+    if not (src / "config.json").is_file():
+        raise FileNotFoundError(f"{src}: no config.json (not a transformers model folder)")
+    # A base encoder stays a base encoder: a QA class would add a random, never-trained head to the file.
+    cls = AutoModelForQuestionAnswering if _is_qa_checkpoint(src) else AutoModel
+    model = cls.from_pretrained(src, dtype=torch.float16)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dst, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    if (src / RUN_INFO_FILE).is_file():
+        shutil.copy2(src / RUN_INFO_FILE, dst / RUN_INFO_FILE)
+    if write_card:
+        (dst / "README.md").write_text(model_card(dst, src), encoding="utf-8")
+    st = dst / "model.safetensors"
+    return {"path": str(st), "bytes": st.stat().st_size, "sha256": sha256(st), "class": cls.__name__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("paths", nargs="+", metavar="[SRC] DST", help="source model folder (optional) and destination")
+    p.add_argument("--model_card", action="store_true", help="write README.md (model card) from squad_qa.json")
+    args = p.parse_args(argv)
+    if len(args.paths) > 2:
+        p.error("expected [SRC] DST")
+    if len(args.paths) == 2:
+        src, dst = Path(args.paths[0]), Path(args.paths[1])
+    else:
+        import squad_qa
+
+        src, dst = squad_qa.default_base_model_path(), Path(args.paths[0])
+    if src.resolve() == dst.resolve():
+        p.error("SRC and DST must differ")
+    try:
+        out = export_fp16(src, dst, args.model_card)
+    except (FileNotFoundError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{out['path']}: {out['bytes'] / 1e6:.1f} MB ({out['class']}, float16) sha256 {out['sha256']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
