@@ -453,9 +453,6 @@ class LengthGroupedBatchSampler:
     def __len__(self) -> int:
         return math.ceil(self.num_global_batches / self.num_replicas)
 
-    def __iter__(self) -> Iterator[np.ndarray]:  # epoch 0; use batches(epoch) to follow epochs
-        return iter(self.batches(0))
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data
