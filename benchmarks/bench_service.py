@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import statistics
-import string
 import subprocess
 import sys
 import tempfile
@@ -43,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEV = REPO / ".." / "shared" / "squad" / "dev-v1.1.json.gz"
@@ -90,12 +90,6 @@ def load_questions(path: Path, n: int) -> list[dict]:
                 if len(out) == n:
                     return out
     return out
-
-
-def normalize(s: str) -> str:  # the official SQuAD normalisation
-    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
 
 
 def summarize(latencies: list[float], wall: float, n: int) -> dict:

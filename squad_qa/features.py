@@ -105,6 +105,31 @@ class SquadFeatures:
     max_seq_length: int
     vocab: np.ndarray | None = None  # id -> token string, for InputFeatures.tokens
 
+    @classmethod
+    def allocate(cls, n: int, max_seq_length: int, pad_id: int = 0) -> "SquadFeatures":
+        """``n`` empty windows: padding everywhere, nothing answerable, no context (-1 maps)."""
+        N, L = n, max_seq_length
+        return cls(
+            input_ids=np.full((N, L), pad_id, np.int32),
+            attention_mask=np.zeros((N, L), np.int8),
+            token_type_ids=np.zeros((N, L), np.int8),
+            p_mask=np.ones((N, L), np.int8),
+            token_is_max_context=np.zeros((N, L), bool),
+            token_to_orig=np.full((N, L), -1, np.int32),
+            offsets=np.full((N, L, 2), -1, np.int32),
+            seq_len=np.zeros(N, np.int32),
+            unique_id=1_000_000_000 + np.arange(N, dtype=np.int64),
+            example_index=np.zeros(N, np.int32),
+            doc_span_index=np.zeros(N, np.int32),
+            cls_index=np.zeros(N, np.int32),
+            context_start=np.zeros(N, np.int32),
+            paragraph_len=np.zeros(N, np.int32),
+            start_position=np.zeros(N, np.int32),
+            end_position=np.zeros(N, np.int32),
+            is_impossible=np.zeros(N, bool),
+            max_seq_length=L,
+        )
+
     @property
     def _arrays(self) -> list[str]:
         return [f.name for f in fields(self) if f.name not in ("max_seq_length", "vocab")]
@@ -428,25 +453,8 @@ def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, 
 
     N, L = sum(len(s) for s, _ in plans), max_seq_length
     cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    out = dict(
-        input_ids=np.full((N, L), pad_id, np.int32),
-        attention_mask=np.zeros((N, L), np.int8),
-        token_type_ids=np.zeros((N, L), np.int8),
-        p_mask=np.ones((N, L), np.int8),
-        token_is_max_context=np.zeros((N, L), bool),
-        token_to_orig=np.full((N, L), -1, np.int32),
-        offsets=np.full((N, L, 2), -1, np.int32),
-        seq_len=np.zeros(N, np.int32),
-        unique_id=1_000_000_000 + np.arange(N, dtype=np.int64),
-        example_index=np.zeros(N, np.int32),
-        doc_span_index=np.zeros(N, np.int32),
-        cls_index=np.zeros(N, np.int32),
-        context_start=np.zeros(N, np.int32),
-        paragraph_len=np.zeros(N, np.int32),
-        start_position=np.zeros(N, np.int32),
-        end_position=np.zeros(N, np.int32),
-        is_impossible=np.zeros(N, bool),
-    )
+    feats = SquadFeatures.allocate(N, L, pad_id)
+    out = vars(feats)  # the arrays by name, filled in place below
     out["p_mask"][:, 0] = 0  # [CLS] stands for "no answer"
 
     f = 0
@@ -494,6 +502,6 @@ def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, 
                     out["is_impossible"][f] = True
             f += 1
 
-    vocab = _vocab(tokenizer)
+    feats.vocab = _vocab(tokenizer)
     logger.info("Converted %d questions into %d windows", len(examples), N)
-    return SquadFeatures(**out, max_seq_length=max_seq_length, vocab=vocab)
+    return feats

@@ -39,26 +39,9 @@ def make_features(windows: list[dict], max_seq_length: int = L) -> SquadFeatures
     A window is a dict: ``ex`` (example index), ``tokens`` (char spans of its context tokens),
     optional ``max_ctx`` (bools, default all True) and ``q_len`` (question tokens, default 2).
     """
-    n, width = len(windows), max_seq_length
-    a = dict(
-        input_ids=np.zeros((n, width), np.int32),
-        attention_mask=np.zeros((n, width), np.int8),
-        token_type_ids=np.zeros((n, width), np.int8),
-        p_mask=np.ones((n, width), np.int8),
-        token_is_max_context=np.zeros((n, width), bool),
-        token_to_orig=np.full((n, width), -1, np.int32),
-        offsets=np.full((n, width, 2), -1, np.int32),
-        seq_len=np.zeros(n, np.int32),
-        unique_id=1_000_000_000 + np.arange(n, dtype=np.int64),
-        example_index=np.zeros(n, np.int32),
-        doc_span_index=np.zeros(n, np.int32),
-        cls_index=np.zeros(n, np.int32),
-        context_start=np.zeros(n, np.int32),
-        paragraph_len=np.zeros(n, np.int32),
-        start_position=np.zeros(n, np.int32),
-        end_position=np.zeros(n, np.int32),
-        is_impossible=np.zeros(n, bool),
-    )
+    width = max_seq_length
+    feats = SquadFeatures.allocate(len(windows), width)
+    a = vars(feats)  # the arrays by name, filled in below
     spans_of: dict[int, int] = {}
     for i, w in enumerate(windows):
         toks = w["tokens"]
@@ -78,7 +61,7 @@ def make_features(windows: list[dict], max_seq_length: int = L) -> SquadFeatures
         spans_of[w["ex"]] = spans_of.get(w["ex"], 0) + 1
         a["context_start"][i] = c0
         a["paragraph_len"][i] = k
-    return SquadFeatures(**a, max_seq_length=max_seq_length)
+    return feats
 
 
 def make_logits(features: SquadFeatures, start: dict, end: dict, base: float = -10.0,
