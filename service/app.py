@@ -43,7 +43,7 @@ from service.schemas import (
     HealthResponse,
     ModelInfo,
 )
-from squad_qa.inference import (QUANTIZE_CHOICES, CheckpointError, QAItem, QAReader, check_qa_checkpoint,
+from squad_qa.inference import (DTYPE_CHOICES, QUANTIZE_CHOICES, CheckpointError, QAItem, QAReader, check_qa_checkpoint,
                                 resolve_model_dir)
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class ServiceSettings:
     model_dir: str | None = None  # None: $SQUAD_QA_MODEL, else models/squad-minilm-l6/
     device: str | None = None
     quantize: str | None = None  # "int8": dynamic int8 Linear layers (CPU)
+    # "auto": bfloat16 autocast where the hardware has it (CPUs with AVX512-BF16/AMX, recent GPUs),
+    # else float32; "float32" for answers identical to predict.py's default
+    dtype: str = "auto"
     max_batch_size: int = 32  # requests' items gathered into one model call
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
     model_batch_size: int = 64  # windows per forward pass inside a model call
@@ -270,7 +273,7 @@ def create_app(model_dir: str | Path | None = None, *, reader: QAReader | None =
                 # Loading takes seconds; off the event loop like every other model call.
                 loaded = await asyncio.to_thread(
                     QAReader.from_pretrained, path, device=cfg.device, max_batch_size=cfg.model_batch_size,
-                    quantize=cfg.quantize,
+                    quantize=cfg.quantize, dtype=cfg.dtype,
                 )
             except CheckpointError as e:
                 logger.error("cannot serve %s: %s", path, e)
@@ -336,6 +339,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                    help="CPU only: dynamic int8 Linear layers, ~4x faster per window, slightly different answers")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default=d.dtype,
+                   help="compute dtype: auto (default) = bfloat16 where the hardware has it, else float32; "
+                        "float32 gives exactly predict.py's answers")
     p.add_argument("--max_batch_size", "--max-batch-size", type=int, default=d.max_batch_size,
                    help="most request items gathered into one model call")
     p.add_argument("--max_wait_ms", "--max-wait-ms", type=float, default=d.max_wait_ms,
@@ -363,6 +369,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         model_dir,
         device=args.device,
         quantize=args.quantize,
+        dtype=args.dtype,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         model_batch_size=args.model_batch_size,

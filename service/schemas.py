@@ -79,6 +79,7 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] | None = Field(None, description="Metrics recorded by training (squad_qa.json), if any.")
     note: str | None = None
     quantized: str | None = Field(None, description='"int8" when served with dynamic int8 Linear layers.')
+    dtype: str = Field("float32", description="Compute dtype of the forward pass (bfloat16/float16: autocast).")
     max_batch_size: int
     max_wait_ms: float
     max_context_chars: int

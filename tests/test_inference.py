@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -216,3 +217,50 @@ def test_int8_quantized_reader_still_returns_exact_substrings(tiny_qa_checkpoint
         assert context[answer.start:answer.end] == answer.text
     with pytest.raises(ValueError, match="quantize must be one of"):
         QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu", quantize="int4")
+
+
+# ------------------------------------------------------------------- batching and compute dtype
+
+
+def test_length_batches_fill_up_on_similar_lengths_and_cut_on_padding():
+    from squad_qa.inference import length_batches
+
+    # a dataset's worth of near-equal windows: full batches, longest first
+    assert [len(b) for b in length_batches(np.full(10, 100), batch_size=4)] == [4, 4, 2]
+    # a service's few requests of mixed lengths: a 60-token window is not padded to 380
+    lengths = np.array([380, 60, 370, 70, 65, 200])
+    batches = length_batches(lengths, batch_size=64)
+    assert [lengths[b].tolist() for b in batches] == [[380, 370, 200], [70, 65, 60]]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))  # each row once
+    for b in batches:  # at most a quarter of a batch's padded tokens are padding
+        assert lengths[b].sum() >= 0.75 * len(b) * lengths[b].max()
+    assert length_batches(np.array([], dtype=np.int64), batch_size=8) == []
+
+
+def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
+    from squad_qa.data import make_example
+    from squad_qa.inference import has_native_bf16, resolve_dtype
+
+    assert resolve_dtype(None, "cpu") is torch.float32 and resolve_dtype("float32", "cpu") is torch.float32
+    assert resolve_dtype("auto", "cpu") is (torch.bfloat16 if has_native_bf16("cpu") else torch.float32)
+    with pytest.raises(ValueError, match="float16 needs a CUDA device"):
+        resolve_dtype("float16", "cpu")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        resolve_dtype("int4", "cpu")
+    # int8 matrix products and bf16 autocast do not mix; "auto" falls back to float32 there
+    assert QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu", quantize="int8", dtype="auto").dtype is torch.float32
+    with pytest.raises(ValueError, match="dtype must be float32"):
+        QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu", quantize="int8", dtype="bfloat16")
+
+    fp32 = QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu")
+    bf16 = QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu", dtype="bfloat16")
+    assert fp32.describe()["dtype"] == "float32" and bf16.describe()["dtype"] == "bfloat16"
+    features = fp32.features_for([make_example("q", "Who visited the café?", UNICODE_CONTEXT)])
+    (s32, e32), (s16, e16) = fp32.predict_logits(features), bf16.predict_logits(features)
+    n = int(features.seq_len[0])
+    assert s16.dtype == np.float32 and not np.array_equal(s16[:, :n], s32[:, :n])  # really ran in bfloat16
+    # ... with bf16's ~3 significant digits: the same logits up to a small error
+    scale = np.abs(s32[:, :n]).max()
+    assert np.abs(s16[:, :n] - s32[:, :n]).max() < 0.05 * scale and np.abs(e16[:, :n] - e32[:, :n]).max() < 0.05 * scale
+    for answer in bf16.answer("Who visited the café?", UNICODE_CONTEXT, top_k=5):
+        assert UNICODE_CONTEXT[answer.start:answer.end] == answer.text

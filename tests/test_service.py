@@ -58,6 +58,9 @@ def test_health_and_model(client, tiny_qa_checkpoint):
     assert (info["max_seq_length"], info["doc_stride"], info["max_query_length"]) == (384, 128, 64)
     assert info["metrics"] is None  # no squad_qa.json: nothing is made up
     assert info["max_context_chars"] == 5000 and info["max_batch_items"] == 4
+    # the service's default compute dtype: bfloat16 where this CPU has it natively, else float32
+    assert info["dtype"] == ("bfloat16" if inference.has_native_bf16("cpu") else "float32")
+    assert info["quantized"] is None
 
 
 def test_model_metrics_come_from_the_training_record(tmp_path, tiny_qa_checkpoint):
