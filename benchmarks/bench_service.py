@@ -6,7 +6,9 @@ how often the two give the same answer.
 
 - Ours: `python -m service --model DIR` (uvicorn, micro-batching) as a subprocess on 127.0.0.1; the
   clients are threads here, each POSTing one question at a time to /v1/answer over keep-alive
-  HTTP. Latency is what the client sees, HTTP included.
+  HTTP. Latency is what the client sees, HTTP included. It runs with the service's defaults, so
+  its compute dtype is "auto": bfloat16 autocast on hardware with native bf16 (AVX512-BF16/AMX
+  CPUs), else float32 (`--dtype float32` to compare float32 against float32).
 - Peer: the pipeline in its own interpreter, /tmp/legacy-venv (system torch + transformers 4.57),
   called in-process (no HTTP, which only favours it), with run_squad's geometry (384/128/64) and
   max_answer_len=30 like ours. Concurrency 8 = 8 threads each calling a pipeline (own tokenizer:
@@ -111,11 +113,12 @@ def run_ours(model: Path, questions: list[dict], concurrencies: list[int], args)
     port = free_port()
     cmd = [sys.executable, "-m", "service", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
            "--max_batch_size", str(args.max_batch_size), "--max_wait_ms", str(args.max_wait_ms),
-           "--log_level", "warning", "--device", args.device] + (["--quantize", args.quantize] if args.quantize else [])
+           "--log_level", "warning", "--device", args.device, "--dtype", args.dtype] + (
+               ["--quantize", args.quantize] if args.quantize else [])
     server = subprocess.Popen(cmd, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         while True:
             if server.poll() is not None:
                 raise SystemExit(f"the service exited with {server.returncode}: {' '.join(cmd)}")
@@ -125,9 +128,9 @@ def run_ours(model: Path, questions: list[dict], concurrencies: list[int], args)
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("the service did not become healthy in 180 s")
+                raise SystemExit("the service did not become healthy in 600 s")
             time.sleep(0.25)
-        results = {}
+        results = {"served": httpx.get(base + "/v1/model", timeout=10).json()}
         limits = httpx.Limits(max_connections=max(concurrencies), max_keepalive_connections=max(concurrencies))
         with httpx.Client(base_url=base, timeout=120, limits=limits) as http:
             def ask(q: dict) -> tuple[float, str]:
@@ -242,6 +245,9 @@ def main(argv=None) -> int:
     p.add_argument("--align_to_words", action="store_true", help="pipeline default answer snapping (see above)")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="serve ours with dynamic int8 Linear layers (CPU); the pipeline stays float32")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="ours: the service's --dtype (its default, auto: bfloat16 where the hardware has it); "
+                        "the pipeline stays float32")
     args = p.parse_args(argv)
     if args.device is None:
         import torch
@@ -264,8 +270,10 @@ def main(argv=None) -> int:
     ours = run_ours(model, questions, args.concurrency, args)
     peer = run_peer(model, questions, args.concurrency, args)
 
-    print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}"
-          f"{', int8 dynamic quantisation' if args.quantize else ', float32'}); "
+    served = ours["served"]
+    print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}, "
+          f"compute dtype {served.get('dtype')}{', int8 dynamic quantisation' if served.get('quantized') else ''}"
+          f"); "
           f"peer: transformers {peer['transformers']} pipeline, in-process")
     head = f"{'concurrency':<22}{'ours q/s':>10}{'peer q/s':>10}{'ratio':>7}   {'ours p50':>9}{'peer p50':>9}" \
            f"{'ratio':>7}   {'ours p95':>9}{'peer p95':>9}"
