@@ -1,7 +1,8 @@
 """Benchmark: the HTTP service against transformers 4.57's `pipeline("question-answering")`.
 
 Same checkpoint, same dev-v1.1 questions, same machine, same run, one after the other (never both
-at once). For each side: questions/s and p50/p95 latency per question at concurrency 1 and 8, and
+at once), in --repeats rounds (default 3) that alternate which side goes first; the figures are
+the medians over rounds, and the per-round ratios are printed too. For each side: questions/s and p50/p95 latency per question at concurrency 1 and 8, and
 how often the two give the same answer.
 
 - Ours: `python -m service --model DIR` (uvicorn, micro-batching) as a subprocess on 127.0.0.1; the
@@ -229,6 +230,16 @@ def run_peer(model: Path, questions: list[dict], concurrencies: list[int], args)
 # ------------------------------------------------------------------------------------- report
 
 
+def median_rounds(runs: list[dict], keys: list) -> dict:
+    """Per concurrency, the median over rounds of each figure; answers and the rest from round 1."""
+    out = dict(runs[0])
+    for k in keys:
+        if all(k in r for r in runs):
+            out[k] = {**runs[0][k], **{f: statistics.median(r[k][f] for r in runs)
+                                       for f in ("qps", "p50_ms", "p95_ms", "wall_s")}}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="fine-tuned checkpoint folder")
@@ -238,6 +249,7 @@ def main(argv=None) -> int:
     p.add_argument("--num_questions", type=int, default=500)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     p.add_argument("--warmup", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3, help="rounds of both sides; figures are medians")
     p.add_argument("--max_batch_size", type=int, default=32)
     p.add_argument("--max_wait_ms", type=float, default=2.0)
     p.add_argument("--device", default=None, help="cpu / cuda, for both sides (default: cuda when available)")
@@ -267,8 +279,14 @@ def main(argv=None) -> int:
     questions = load_questions(args.predict_file, args.num_questions)
     print(f"{len(questions)} questions from {args.predict_file.name}; model {model}"
           f"{' (SPEED-ONLY, random QA head)' if speed_only else ''}; device {args.device}, {os.cpu_count()} CPUs")
-    ours = run_ours(model, questions, args.concurrency, args)
-    peer = run_peer(model, questions, args.concurrency, args)
+    # Rounds alternate which side goes first (a shared, noisy machine drifts); figures are medians.
+    ours_runs, peer_runs = [], []
+    for r in range(args.repeats):
+        sides = [(run_ours, ours_runs), (run_peer, peer_runs)]
+        for run, runs in sides if r % 2 == 0 else sides[::-1]:
+            runs.append(run(model, questions, args.concurrency, args))
+    keys = list(args.concurrency) + ["batch8"]
+    ours, peer = median_rounds(ours_runs, keys), median_rounds(peer_runs, keys)
 
     served = ours["served"]
     print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}, "
@@ -290,7 +308,11 @@ def main(argv=None) -> int:
         print(f"{'8 vs pipeline bs=8':<22}{c8['qps']:>10.1f}{b['qps']:>10.1f}{c8['qps'] / b['qps']:>6.2f}x   "
               f"{c8['p50_ms']:>7.1f}ms{b['p50_ms']:>7.1f}ms{b['p50_ms'] / c8['p50_ms']:>6.2f}x   "
               f"{c8['p95_ms']:>7.1f}ms{b['p95_ms']:>7.1f}ms")
-    print("(q/s ratio = ours / peer, higher is better; p50 ratio = peer / ours, higher is better)")
+    print(f"(medians of {args.repeats} rounds; q/s ratio = ours / peer, higher is better; "
+          "p50 ratio = peer / ours, higher is better)")
+    for c in args.concurrency:
+        ratios = [o[c]["qps"] / q[c]["qps"] for o, q in zip(ours_runs, peer_runs)]
+        print(f"  concurrency {c}: q/s ratio per round " + ", ".join(f"{x:.2f}x" for x in ratios))
 
     c0 = args.concurrency[0]
     ours_a, peer_a = ours[c0]["answers"], peer[c0]["answers"]
@@ -306,19 +328,21 @@ def main(argv=None) -> int:
 
     tok = AutoTokenizer.from_pretrained(str(model))
     single = [len(tok(q["question"], q["context"])["input_ids"]) <= 384 for q in questions]
-    for name, keep in (("one window", True), ("several windows", False)):
-        idx = [i for i, s in enumerate(single) if s == keep]
-        same = sum(normalize(ours_a[i]) == normalize(peer_a[i]) for i in idx)
-        if idx:
-            print(f"  {name:<16} {same}/{len(idx)} = {100 * same / len(idx):.1f}% (normalised)")
     from squad_qa.metrics import exact_match_score, f1_score
 
-    for name, answers in (("ours", ours_a), ("pipeline", peer_a)):
-        em = sum(max(exact_match_score(a, g) for g in q["gold"]) for a, q in zip(answers, questions) if q["gold"])
-        f1 = sum(max(f1_score(a, g) for g in q["gold"]) for a, q in zip(answers, questions) if q["gold"])
-        n_gold = sum(1 for q in questions if q["gold"])
-        if n_gold:
-            print(f"  {name:<9} vs gold answers: EM {100 * em / n_gold:.2f} F1 {100 * f1 / n_gold:.2f} ({n_gold} questions)")
+    def vs_gold(answers: list[str], idx: list[int]) -> str:
+        idx = [i for i in idx if questions[i]["gold"]]
+        em = sum(max(exact_match_score(answers[i], g) for g in questions[i]["gold"]) for i in idx)
+        f1 = sum(max(f1_score(answers[i], g) for g in questions[i]["gold"]) for i in idx)
+        return f"EM {100 * em / max(1, len(idx)):5.1f} F1 {100 * f1 / max(1, len(idx)):5.1f}"
+
+    print(f"  {'questions':<16}{'agree (normalised)':>22}   {'ours vs gold':<22}{'pipeline vs gold':<22}")
+    for name, keep in (("all", None), ("one window", True), ("several windows", False)):
+        idx = [i for i, s in enumerate(single) if keep is None or s == keep]
+        if idx:
+            same = sum(normalize(ours_a[i]) == normalize(peer_a[i]) for i in idx)
+            agree = f"{same}/{len(idx)} = {100 * same / len(idx):.1f}%"
+            print(f"  {name:<16}{agree:>22}   {vs_gold(ours_a, idx):<22}{vs_gold(peer_a, idx):<22}")
     for c in args.concurrency[1:]:
         same = sum(a == b for a, b in zip(ours[c]["answers"], ours_a))
         print(f"ours at concurrency {c} vs {c0} (batching must not change answers): {same}/{n}")

@@ -259,6 +259,14 @@ def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
     (s32, e32), (s16, e16) = fp32.predict_logits(features), bf16.predict_logits(features)
     n = int(features.seq_len[0])
     assert s16.dtype == np.float32 and not np.array_equal(s16[:, :n], s32[:, :n])  # really ran in bfloat16
+    # from_pretrained stores the Linear weights in bfloat16 once instead of autocast casting them
+    # on every call: the very same numbers as plain autocast over the float32 weights
+    linear = [m for m in bf16.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and all(m.weight.dtype is torch.bfloat16 for m in linear)
+    assert bf16.model.bert.embeddings.LayerNorm.weight.dtype is torch.float32
+    autocast_only = QAReader(fp32.model, fp32.tokenizer, dtype="bfloat16")
+    sa, ea = autocast_only.predict_logits(features)
+    assert np.array_equal(sa, s16) and np.array_equal(ea, e16)
     # ... with bf16's ~3 significant digits: the same logits up to a small error
     scale = np.abs(s32[:, :n]).max()
     assert np.abs(s16[:, :n] - s32[:, :n]).max() < 0.05 * scale and np.abs(e16[:, :n] - e32[:, :n]).max() < 0.05 * scale
