@@ -45,6 +45,7 @@ from pathlib import Path
 
 import httpx
 
+from service.app import ServiceSettings  # the service's defaults
 from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,8 +251,8 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3, help="rounds of both sides; figures are medians")
-    p.add_argument("--max_batch_size", type=int, default=32)
-    p.add_argument("--max_wait_ms", type=float, default=2.0)
+    p.add_argument("--max_batch_size", type=int, default=ServiceSettings.max_batch_size)
+    p.add_argument("--max_wait_ms", type=float, default=ServiceSettings.max_wait_ms)
     p.add_argument("--device", default=None, help="cpu / cuda, for both sides (default: cuda when available)")
     p.add_argument("--legacy_python", default="/tmp/legacy-venv/bin/python")
     p.add_argument("--align_to_words", action="store_true", help="pipeline default answer snapping (see above)")

@@ -62,7 +62,7 @@ class ServiceSettings:
     # else float32; "float32" for answers identical to predict.py's default
     dtype: str = "auto"
     max_batch_size: int = 32  # requests' items gathered into one model call
-    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_wait_ms: float = 10.0  # the longest a batch waits for company it expects (see service/batcher.py)
     model_batch_size: int = 64  # windows per forward pass inside a model call
     max_context_chars: int = 100_000  # longer contexts: 413
     max_batch_items: int = 64  # longer /v1/answer/batch lists: 413

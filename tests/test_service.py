@@ -295,7 +295,8 @@ def test_stopping_the_batcher_answers_every_waiting_request():
     async def scenario(max_wait_ms, n, pause):
         b = MicroBatcher(FailsInBatches(), max_batch_size=8, max_wait_ms=max_wait_ms)
         await b.start()
-        b._last_batch_requests = 2  # as after a busy period: the next batch waits for company
+        b._last_batch_requests, b._last_batch_end = 2, time.monotonic()  # a batch of 2 just answered:
+        # the next batch waits for its clients
         tasks = [asyncio.create_task(b.submit([object()])) for _ in range(n)]
         await asyncio.sleep(pause)
         await b.stop()
@@ -305,3 +306,44 @@ def test_stopping_the_batcher_answers_every_waiting_request():
 
     assert asyncio.run(scenario(5000, 1, 0.05)) == ["RuntimeError"]  # stopped while gathering
     assert "RuntimeError" in asyncio.run(scenario(50, 3, 0.35))  # stopped during the one-by-one retry
+
+
+def test_batches_wait_for_clients_just_answered_but_a_lone_client_never_waits():
+    """8 steady clients settle into batches of 8 (not alternating small and large batches), and
+    one client alone is never held back by max_wait_ms."""
+    import asyncio
+
+    from service.batcher import MicroBatcher
+
+    class Recorder:
+        def __init__(self):
+            self.sizes = []
+
+        def answer_batch(self, items):
+            self.sizes.append(len(items))
+            time.sleep(0.03)  # a model call
+            return [[] for _ in items]
+
+    async def scenario(n_clients, rounds, max_wait_ms):
+        reader = Recorder()
+        b = MicroBatcher(reader, max_batch_size=32, max_wait_ms=max_wait_ms)
+        await b.start()
+
+        async def client():
+            for _ in range(rounds):
+                assert await b.submit([object()]) == [[]]
+                await asyncio.sleep(0.003)  # the client's round trip before its next question
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(n_clients)))
+        elapsed = time.perf_counter() - t0
+        await b.stop()
+        return reader.sizes, elapsed
+
+    sizes, elapsed = asyncio.run(scenario(8, 10, 200))
+    assert sum(sizes) == 80 and sizes[-6:] == [8] * 6, sizes
+    # ... and a batch stops waiting once all 8 are back (10 model calls of 30 ms; waiting the
+    # full 200 ms every time would take over 2 s)
+    assert elapsed < 1.2, elapsed
+    sizes, elapsed = asyncio.run(scenario(1, 10, 1000))
+    assert sizes == [1] * 10 and elapsed < 3, (sizes, elapsed)  # waiting for company: 10 s and more
