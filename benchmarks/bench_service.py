@@ -2,8 +2,8 @@
 
 Same checkpoint, same dev-v1.1 questions, same machine, same run, one after the other (never both
 at once), in --repeats rounds (default 3) that alternate which side goes first; the figures are
-the medians over rounds, and the per-round ratios are printed too. For each side: questions/s and p50/p95 latency per question at concurrency 1 and 8, and
-how often the two give the same answer.
+the medians over rounds, and the per-round ratios are printed too. For each side: questions/s and
+p50/p95 latency per question at concurrency 1 and 8, and how often the two give the same answer.
 
 - Ours: `python -m service --model DIR` (uvicorn, micro-batching) as a subprocess on 127.0.0.1; the
   clients are threads here, each POSTing one question at a time to /v1/answer over keep-alive
@@ -46,6 +46,7 @@ from pathlib import Path
 import httpx
 
 from service.app import ServiceSettings  # the service's defaults
+from squad_qa.inference import DTYPE_CHOICES
 from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
     p.add_argument("--align_to_words", action="store_true", help="pipeline default answer snapping (see above)")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="serve ours with dynamic int8 Linear layers (CPU); the pipeline stays float32")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", default=ServiceSettings.dtype, choices=DTYPE_CHOICES,
                    help="ours: the service's --dtype (its default, auto: bfloat16 where the hardware has it); "
                         "the pipeline stays float32")
     args = p.parse_args(argv)
@@ -291,8 +292,7 @@ def main(argv=None) -> int:
 
     served = ours["served"]
     print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}, "
-          f"compute dtype {served.get('dtype')}{', int8 dynamic quantisation' if served.get('quantized') else ''}"
-          f"); "
+          f"compute dtype {served.get('dtype')}{', int8 dynamic quantisation' if served.get('quantized') else ''}); "
           f"peer: transformers {peer['transformers']} pipeline, in-process")
     head = f"{'concurrency':<22}{'ours q/s':>10}{'peer q/s':>10}{'ratio':>7}   {'ours p50':>9}{'peer p50':>9}" \
            f"{'ratio':>7}   {'ours p95':>9}{'peer p95':>9}"
