@@ -140,7 +140,7 @@ class MicroBatcher:
             self._inflight = []
             self._last_batch_requests = len(batch)
             self._last_batch_end = time.monotonic()
-            self._queued_at_last_end = self._queue.qsize() if self._queue is not None else 0
+            self._queued_at_last_end = self._queue.qsize()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         items = [it for p in batch for it in p.items]

@@ -325,7 +325,8 @@ class QAReader:
         self.max_batch_size = max_batch_size
         self.record = dict(record or {})
         self.device = next(model.parameters()).device
-        # Compute dtype: float32 weights, matrix products under autocast in bfloat16 / float16.
+        # Compute dtype: the forward pass runs under autocast in bfloat16 / float16 (from_pretrained
+        # also stores the Linear weights in that dtype; the rest stays float32).
         self.dtype = resolve_dtype(dtype, self.device)
         if self.quantized and self.dtype != torch.float32:
             raise ValueError(f"quantize={self.quantized!r} runs int8 matrix products: dtype must be float32")

@@ -588,17 +588,23 @@ def _check_offsets(examples: Sequence[SquadExample], ex_of_feat: np.ndarray,
     context. (Only those tokens' offsets are ever read, so only they are checked: a few percent
     of the [N, T] table.)"""
     ctx_len = np.array([len(e.context_text) for e in examples], dtype=np.int64)[ex_of_feat]
+    first, n_bad = None, 0
     for idx, off, valid in ((pairs.s_idx, pairs.s_offsets, pairs.s_ok),
                             (pairs.e_idx, pairs.e_offsets, pairs.e_ok)):
         cs, ce = off[..., 0], off[..., 1]
         bad = valid & ((cs < 0) | (ce < cs) | (ce > ctx_len[:, None]))
-        if bad.any():
+        n_bad += int(bad.sum())
+        if first is None and bad.any():
             i, j = (int(x) for x in np.argwhere(bad)[0])
-            raise ValueError(
-                f"feature {i} (question {examples[int(ex_of_feat[i])].qas_id!r}): context token at "
-                f"position {int(idx[i, j])} has character offsets {off[i, j].tolist()} outside its "
-                f"context of length {int(ctx_len[i])}: features and examples do not belong together"
-            )
+            first = (i, int(idx[i, j]), off[i, j].tolist())
+    if first is not None:
+        i, j, offsets = first
+        raise ValueError(
+            f"feature {i} (question {examples[int(ex_of_feat[i])].qas_id!r}): context token at "
+            f"position {j} has character offsets {offsets} outside its context of length "
+            f"{int(ctx_len[i])} ({n_bad} bad candidate token(s) in all): features and examples do "
+            "not belong together"
+        )
 
 
 def write_predictions(result: PostprocessResult, output_dir: str | Path) -> dict[str, Path]:
