@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa.inference import CheckpointError, QAItem, QAReader, check_qa_checkpoint, main
+from squad_qa.inference import CheckpointError, Float32Linear, QAItem, QAReader, check_qa_checkpoint, main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -259,13 +260,19 @@ def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
     (s32, e32), (s16, e16) = fp32.predict_logits(features), bf16.predict_logits(features)
     n = int(features.seq_len[0])
     assert s16.dtype == np.float32 and not np.array_equal(s16[:, :n], s32[:, :n])  # really ran in bfloat16
-    # from_pretrained stores the Linear weights in bfloat16 once instead of autocast casting them
-    # on every call: the very same numbers as plain autocast over the float32 weights
-    linear = [m for m in bf16.model.modules() if isinstance(m, torch.nn.Linear)]
+    # from_pretrained stores the encoder's Linear weights in bfloat16 once instead of autocast
+    # casting them on every call (the very same numbers as plain autocast over float32 weights) ...
+    head = bf16.model.qa_outputs
+    linear = [m for m in bf16.model.modules() if isinstance(m, torch.nn.Linear) and m is not head.linear]
     assert linear and all(m.weight.dtype is torch.bfloat16 for m in linear)
     assert bf16.model.bert.embeddings.LayerNorm.weight.dtype is torch.float32
-    autocast_only = QAReader(fp32.model, fp32.tokenizer, dtype="bfloat16")
-    sa, ea = autocast_only.predict_logits(features)
+    # ... and the QA head computes in float32: the logits are not rounded to bfloat16
+    assert isinstance(head, Float32Linear) and head.linear.weight.dtype is torch.float32
+    rounded = torch.from_numpy(s16[:, :n]).bfloat16().float().numpy()
+    assert (rounded != s16[:, :n]).mean() > 0.5
+    reference = copy.deepcopy(fp32.model)
+    reference.qa_outputs = Float32Linear(reference.qa_outputs)
+    sa, ea = QAReader(reference, fp32.tokenizer, dtype="bfloat16").predict_logits(features)
     assert np.array_equal(sa, s16) and np.array_equal(ea, e16)
     # ... with bf16's ~3 significant digits: the same logits up to a small error
     scale = np.abs(s32[:, :n]).max()
