@@ -9,16 +9,18 @@ p50/p95 latency per question at concurrency 1 and 8, and how often the two give 
   clients are threads here, each POSTing one question at a time to /v1/answer over its own
   keep-alive connection (the standard library's http.client: the client shares the service's
   CPUs, and httpx costs 0.55 ms of client CPU per request against http.client's 0.10, measured
-  with a no-op model; real clients run elsewhere). Latency is what the client sees, HTTP included. It runs with the service's defaults, so
-  its compute dtype is "auto": bfloat16 autocast on hardware with native bf16 (AVX512-BF16/AMX
-  CPUs), else float32 (`--dtype float32` to compare float32 against float32).
+  with a no-op model; real clients run elsewhere). Latency is what the client sees, HTTP
+  included. It runs with the service's defaults, so its compute dtype is "auto": bfloat16 autocast
+  on hardware with native bf16 (AVX512-BF16/AMX CPUs), else float32 (`--dtype float32` to compare
+  float32 against float32).
 - Peer: the pipeline in its own interpreter, /tmp/legacy-venv (system torch + transformers 4.57),
   called in-process (no HTTP, which only favours it), max_seq_len=384 and max_answer_len=30 like
   ours, and the same windows as ours: the pipeline's `doc_stride` is the *overlap* of consecutive
   windows (the tokenizer's stride), run_squad's is the *step* between their starts, so each
   question gets the overlap that makes the pipeline's windows start every 128 context tokens
-  (`pipeline_doc_stride`). Then both models see identical inputs and only the decoders differ. Concurrency 8 = 8 threads each calling a pipeline (own tokenizer:
-  fast tokenizers are not safe to share between threads; model weights shared). One more row,
+  (`pipeline_doc_stride`). Then both models see identical inputs and only the decoders differ.
+  Concurrency 8 = 8 threads each calling a pipeline (own tokenizer: fast tokenizers are not safe
+  to share between threads; model weights shared). One more row,
   "pipeline batch_size=8", is its documented batching: one caller handing it 8 questions at a time
   (latency = that call's time).
 - Agreement: answer text equal at concurrency 1 (exact, and after SQuAD normalisation). The pipeline
