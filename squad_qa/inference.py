@@ -174,7 +174,8 @@ def has_native_bf16(device: str | torch.device) -> bool:
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
     """The compute dtype for inference. "auto": bfloat16 where the device has it natively (about
     twice float32's speed on such CPUs; answers differ from float32's on under 1% of dev-v1.1
-    questions, 23 of the first 3,000 in our check), else float32. float16 is for CUDA only (no CPU autocast for it)."""
+    questions, 23 of the first 3,000 in our check), else float32. float16 is for CUDA only (no
+    CPU autocast for it)."""
     device = torch.device(device)
     if isinstance(dtype, torch.dtype):
         dtype = str(dtype).removeprefix("torch.")
