@@ -91,8 +91,13 @@ def make_speed_checkpoint(out: Path, seed: int = 0) -> Path:
 # ------------------------------------------------------------------------------------ questions
 
 
-def load_questions(path: Path, n: int) -> list[dict]:
-    """The first n questions of the file, in file order: {id, question, context}."""
+def load_questions(path: Path, n: int, sample: str = "first") -> list[dict]:
+    """n questions of the file: {id, question, context, gold}.
+
+    sample="first": the first n in file order (for dev-v1.1's first 500: one article,
+    Super_Bowl_50, whose long paragraphs need several windows 2.4x as often as the whole set);
+    "spread": every (total / n)-th question, so all articles are represented.
+    """
     from squad_qa.data import load_squad_json
 
     out = []
@@ -101,9 +106,11 @@ def load_questions(path: Path, n: int) -> list[dict]:
             for qa in para["qas"]:
                 out.append({"id": qa["id"], "question": qa["question"], "context": para["context"],
                             "gold": [a["text"] for a in qa.get("answers", [])]})
-                if len(out) == n:
-                    return out
-    return out
+    if sample == "first" or n >= len(out):
+        return out[:n]
+    if sample == "spread":
+        return [out[i * len(out) // n] for i in range(n)]
+    raise ValueError(f"sample must be 'first' or 'spread', got {sample!r}")
 
 
 def pipeline_doc_stride(tokenizer, question: str, max_seq_length: int = 384, doc_stride: int = 128,
@@ -274,6 +281,8 @@ def main(argv=None) -> int:
                    help="build a SPEED-ONLY checkpoint (base encoder + seeded random QA head) in DIR and use it")
     p.add_argument("--predict_file", type=Path, default=DEFAULT_DEV)
     p.add_argument("--num_questions", type=int, default=500)
+    p.add_argument("--sample", choices=["first", "spread"], default="first",
+                   help="the first N questions of the file, or N spread evenly over it (all articles)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3, help="rounds of both sides; figures are medians")
@@ -303,13 +312,13 @@ def main(argv=None) -> int:
     record = model / "squad_qa.json"
     speed_only = record.is_file() and json.loads(record.read_text()).get("speed_only", False)
 
-    questions = load_questions(args.predict_file, args.num_questions)
+    questions = load_questions(args.predict_file, args.num_questions, args.sample)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model))
     for q in questions:
         q["doc_stride"] = pipeline_doc_stride(tok, q["question"])
-    print(f"{len(questions)} questions from {args.predict_file.name}; model {model}"
+    print(f"{len(questions)} questions ({args.sample}) from {args.predict_file.name}; model {model}"
           f"{' (SPEED-ONLY, random QA head)' if speed_only else ''}; device {args.device}, {os.cpu_count()} CPUs")
     # Rounds alternate which side goes first (a shared, noisy machine drifts); figures are medians.
     ours_runs, peer_runs = [], []
