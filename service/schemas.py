@@ -80,6 +80,7 @@ class ModelInfo(BaseModel):
     note: str | None = None
     quantized: str | None = Field(None, description='"int8" when served with dynamic int8 Linear layers.')
     dtype: str = Field("float32", description="Compute dtype of the forward pass (bfloat16/float16: autocast).")
+    compiled: bool = Field(False, description="Whether the forward pass runs through torch.compile.")
     max_batch_size: int
     max_wait_ms: float
     max_context_chars: int

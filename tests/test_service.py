@@ -129,6 +129,38 @@ def test_batch_answers_in_order_and_match_single_requests(client):
         assert_exact([a for a in result["answers"] if a["text"]], item["context"])
 
 
+def test_compiled_service_compiles_at_start_and_answers_like_the_eager_one(tiny_qa_checkpoint):
+    """--compile: both graphs (batch size 1, and any other) are built while the app starts, so no
+    request compiles anything; the compiled model answers as the plain one does."""
+    from torch._dynamo.utils import counters
+
+    context = " ".join(f"Sentence {i} mentions the río número {i} and its bridges." for i in range(80))
+    items = [
+        {"question": "Which river?", "context": context, "top_k": 3},  # several windows
+        {"question": "Who visited the café?", "context": UNICODE_CONTEXT, "top_k": 2},
+        {"question": "When?", "context": "Café Odeon opened in 1911."},
+    ]
+    eager = QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu")
+    with TestClient(create_app(tiny_qa_checkpoint, compile=True, dtype="float32")) as c:
+        reader = c.app.state.reader
+        assert reader.compiled and reader.forward_model is not reader.model
+        assert c.get("/v1/model").json()["compiled"] is True
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs >= 2  # built by the warm-up, before the app took requests
+        single = c.post("/v1/answer", json=items[2]).json()
+        batch = c.post("/v1/answer/batch", json=items).json()["results"]
+        assert counters["stats"]["unique_graphs"] == graphs, "a request had to compile"
+    expected = eager.answer_batch([inference.QAItem(**it) for it in items])
+    for got, want, item in zip(batch, expected, items):
+        assert [(a["text"], a["start"], a["end"]) for a in got["answers"]] == [(a.text, a.start, a.end) for a in want]
+        assert [a["score"] for a in got["answers"]] == pytest.approx([a.score for a in want], rel=1e-4, abs=1e-6)
+        assert_exact(got["answers"], item["context"])
+    assert [(a["text"], a["start"], a["end"]) for a in single["answers"]] == \
+        [(a["text"], a["start"], a["end"]) for a in batch[2]["answers"]]
+    with pytest.raises(ValueError, match="compile is for float32 / bfloat16"):
+        QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu", quantize="int8", compile=True)
+
+
 # ------------------------------------------------------------------------------------- errors
 
 
