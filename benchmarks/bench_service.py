@@ -135,60 +135,73 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ours(model: Path, questions: list[dict], concurrencies: list[int], args) -> dict:
+def start_service(model: Path, args, extra: list[str] | tuple = ()) -> tuple[subprocess.Popen, int]:
+    """`python -m service --model DIR` on a free loopback port, once /health says the model is loaded."""
     port = free_port()
     cmd = [sys.executable, "-m", "service", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
            "--max_batch_size", str(args.max_batch_size), "--max_wait_ms", str(args.max_wait_ms),
-           "--log_level", "warning", "--device", args.device, "--dtype", args.dtype] + (
-               ["--quantize", args.quantize] if args.quantize else [])
+           "--log_level", "warning", "--device", args.device, "--dtype", args.dtype, *extra]
     server = subprocess.Popen(cmd, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"the service exited with {server.returncode}: {' '.join(cmd)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server, port
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_service(server)
+            raise SystemExit("the service did not become healthy in 600 s")
+        time.sleep(0.25)
+
+
+def stop_service(server: subprocess.Popen) -> None:
+    server.terminate()
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"the service exited with {server.returncode}: {' '.join(cmd)}")
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the service did not become healthy in 600 s")
-            time.sleep(0.25)
-        results = {"served": httpx.get(base + "/v1/model", timeout=10).json()}
-        local = threading.local()  # one keep-alive connection per client thread
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
-        def ask(q: dict) -> tuple[float, str]:
-            if not hasattr(local, "conn"):
-                local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            t0 = time.perf_counter()
-            body = json.dumps({"question": q["question"], "context": q["context"], "max_answer_length": 30})
-            local.conn.request("POST", "/v1/answer", body=body.encode(), headers={"Content-Type": "application/json"})
-            r = local.conn.getresponse()
-            data = r.read()
-            elapsed = time.perf_counter() - t0
-            if r.status != 200:
-                raise SystemExit(f"/v1/answer answered {r.status}: {data[:500]!r}")
-            answers = json.loads(data)["answers"]
-            return elapsed, answers[0]["text"] if answers else ""
 
-        for q in questions[: args.warmup]:
-            ask(q)
-        for c in concurrencies:
-            with ThreadPoolExecutor(c) as pool:
-                t0 = time.perf_counter()
-                out = list(pool.map(ask, questions))
-                wall = time.perf_counter() - t0
-            results[c] = {**summarize([o[0] for o in out], wall, len(questions)),
-                          "answers": [o[1] for o in out]}
+def ask_service(port: int, questions: list[dict], concurrency: int, warmup: int = 0) -> dict:
+    """POST every question to /v1/answer from `concurrency` client threads; timings and answers."""
+    local = threading.local()  # one keep-alive connection per client thread
+
+    def ask(q: dict) -> tuple[float, str]:
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        t0 = time.perf_counter()
+        body = json.dumps({"question": q["question"], "context": q["context"], "max_answer_length": 30})
+        local.conn.request("POST", "/v1/answer", body=body.encode(), headers={"Content-Type": "application/json"})
+        r = local.conn.getresponse()
+        data = r.read()
+        elapsed = time.perf_counter() - t0
+        if r.status != 200:
+            raise SystemExit(f"/v1/answer answered {r.status}: {data[:500]!r}")
+        answers = json.loads(data)["answers"]
+        return elapsed, answers[0]["text"] if answers else ""
+
+    for q in questions[:warmup]:
+        ask(q)
+    with ThreadPoolExecutor(concurrency) as pool:
+        t0 = time.perf_counter()
+        out = list(pool.map(ask, questions))
+        wall = time.perf_counter() - t0
+    return {**summarize([o[0] for o in out], wall, len(questions)), "answers": [o[1] for o in out]}
+
+
+def run_ours(model: Path, questions: list[dict], concurrencies: list[int], args) -> dict:
+    extra = (["--quantize", args.quantize] if args.quantize else []) + (["--compile"] if args.compile else [])
+    server, port = start_service(model, args, extra)
+    try:
+        results = {"served": httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()}
+        for i, c in enumerate(concurrencies):
+            results[c] = ask_service(port, questions, c, warmup=args.warmup if i == 0 else 0)
         return results
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_service(server)
 
 
 # ------------------------------------------------------------------------- peer (legacy venv)
@@ -293,6 +306,7 @@ def main(argv=None) -> int:
     p.add_argument("--align_to_words", action="store_true", help="pipeline default answer snapping (see above)")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="serve ours with dynamic int8 Linear layers (CPU); the pipeline stays float32")
+    p.add_argument("--compile", action="store_true", help="serve ours with --compile (torch.compile)")
     p.add_argument("--dtype", default=ServiceSettings.dtype, choices=DTYPE_CHOICES,
                    help="ours: the service's --dtype (its default, auto: bfloat16 where the hardware has it); "
                         "the pipeline stays float32")
@@ -331,7 +345,8 @@ def main(argv=None) -> int:
 
     served = ours["served"]
     print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}, "
-          f"compute dtype {served.get('dtype')}{', int8 dynamic quantisation' if served.get('quantized') else ''}); "
+          f"compute dtype {served.get('dtype')}{', torch.compile' if served.get('compiled') else ''}"
+          f"{', int8 dynamic quantisation' if served.get('quantized') else ''}); "
           f"peer: transformers {peer['transformers']} pipeline, in-process")
     head = f"{'concurrency':<22}{'ours q/s':>10}{'peer q/s':>10}{'ratio':>7}   {'ours p50':>9}{'peer p50':>9}" \
            f"{'ratio':>7}   {'ours p95':>9}{'peer p95':>9}"
