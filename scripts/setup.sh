@@ -9,13 +9,18 @@ PY=${PYTHON:-python3}
 "$PY" -m pip install -q torch==2.13.0
 "$PY" -m pip install -q -e ".[test]"
 
-# Headless Chromium for tests/test_service_browser.py (Debian's package; nothing downloads a browser).
-if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  fi
+# System packages, only where missing: headless Chromium for tests/test_service_browser.py (Debian's
+# package; nothing downloads a browser) and g++ for `--compile` (torch.compile builds C++ kernels).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}"
 fi
 
 # SQuAD: copy from the shared folder when it is there, else download the official files.
