@@ -61,7 +61,7 @@ class ServiceSettings:
     # "auto": bfloat16 autocast where the hardware has it (CPUs with AVX512-BF16/AMX, recent GPUs),
     # else float32; "float32" for answers identical to predict.py's default
     dtype: str = "auto"
-    compile: bool = False  # torch.compile: ~30 s more at start, 10-25% faster on CPU
+    compile: bool = False  # torch.compile: ~30 s more at start, 5-25% faster on CPU
     max_batch_size: int = 32  # requests' items gathered into one model call
     max_wait_ms: float = 10.0  # the longest a batch waits for company it expects (see service/batcher.py)
     model_batch_size: int = 64  # windows per forward pass inside a model call
@@ -360,7 +360,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="compute dtype: auto (default) = bfloat16 where the hardware has it, else float32; "
                         "float32 gives exactly predict.py's answers")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model: ~30 s more at start, 10-25%% faster on CPU "
+                   help="torch.compile the model: ~30 s more at start, 5-25%% faster on CPU "
                         "(needs a C++ compiler)")
     p.add_argument("--max_batch_size", "--max-batch-size", type=int, default=d.max_batch_size,
                    help="most request items gathered into one model call")

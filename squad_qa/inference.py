@@ -16,7 +16,7 @@ requests of mixed lengths), under torch.inference_mode; `dtype="bfloat16"` (or "
 hardware has it) runs the matrix products under autocast at about twice float32's speed on CPUs
 with AVX512-BF16/AMX. float32 is the default of the library and predict.py (reference numbers);
 the service defaults to "auto". `compile=True` adds torch.compile (see `compile_for_inference`):
-another 10-25% on CPU, for ~30 s of compiling when the reader loads.
+another 5-25% on CPU, for ~30 s of compiling when the reader loads.
 """
 
 from __future__ import annotations
@@ -644,7 +644,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="compute dtype (autocast); float32 (default) gives the reference numbers, "
                         "auto = bfloat16 where the hardware has it")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (~30 s at start, then 10-25%% faster on CPU)")
+                   help="torch.compile the model (~30 s at start, then 5-25%% faster on CPU)")
     return p
 
 
