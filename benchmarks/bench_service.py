@@ -55,6 +55,7 @@ from pathlib import Path
 import httpx  # start-up polling only
 
 from service.app import ServiceSettings  # the service's defaults
+from squad_qa.features import context_room
 from squad_qa.inference import DTYPE_CHOICES
 from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
 
@@ -117,7 +118,7 @@ def pipeline_doc_stride(tokenizer, question: str, max_seq_length: int = 384, doc
                         max_query_length: int = 64) -> int:
     """The pipeline's doc_stride (an overlap) that gives run_squad's windows (a step of doc_stride)."""
     q_len = min(max_query_length, len(tokenizer(question, add_special_tokens=False)["input_ids"]))
-    return max_seq_length - q_len - 3 - doc_stride  # [CLS] q [SEP] d [SEP]: the room for d, minus the step
+    return context_room(max_seq_length, q_len) - doc_stride  # overlap = window's context - step
 
 
 def summarize(latencies: list[float], wall: float, n: int) -> dict:

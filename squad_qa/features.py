@@ -198,6 +198,11 @@ class SquadFeatures:
         return cls(**data, max_seq_length=max_seq_length, vocab=vocab)
 
 
+def context_room(max_seq_length: int, query_len: int) -> int:
+    """Context tokens a window holds: [CLS] query [SEP] context [SEP] in max_seq_length tokens."""
+    return max_seq_length - query_len - 3
+
+
 def validate_feature_params(
     max_seq_length: int, doc_stride: int, max_query_length: int, max_positions: int | None = None
 ) -> None:
@@ -209,7 +214,7 @@ def validate_feature_params(
             f"max_seq_length ({max_seq_length}) must leave room for the question (max_query_length "
             f"{max_query_length}), 3 special tokens and at least one context token"
         )
-    room = max_seq_length - max_query_length - 3
+    room = context_room(max_seq_length, max_query_length)
     if not 0 < doc_stride < room:
         raise ValueError(
             f"doc_stride ({doc_stride}) must be in 1..{room - 1}: windows hold at least "
@@ -441,7 +446,7 @@ def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, 
     plans = []
     for e, ex in enumerate(examples):
         n = len(docs[doc_of_example[e]].ids)
-        room = max_seq_length - len(queries[e]) - 3
+        room = context_room(max_seq_length, len(queries[e]))
         # Windows start at 0, stride, 2*stride, ... until one reaches the end of the context.
         count = 1 + max(0, -(-(n - room) // doc_stride)) if n > 0 else 0
         starts = np.arange(count) * doc_stride

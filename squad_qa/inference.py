@@ -380,8 +380,11 @@ class QAReader:
             raise ValueError(f"quantize={self.quantized!r} runs int8 matrix products: dtype must be float32")
         # The forward pass goes through `self.forward_model`: the compiled module after compile()
         # (self.model stays the plain one, for describe() and anyone who wants the weights).
-        self.compiled = False
         self.forward_model = self.model
+
+    @property
+    def compiled(self) -> bool:
+        return self.forward_model is not self.model
 
     @property
     def name(self) -> str:
@@ -466,7 +469,6 @@ class QAReader:
         if self.quantized:
             raise ValueError(f"compile is for float32 / bfloat16 models, not quantize={self.quantized!r}")
         self.forward_model = compile_for_inference(self.model)
-        self.compiled = True
         self.warm_up()
         return self
 
