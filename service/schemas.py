@@ -81,6 +81,7 @@ class ModelInfo(BaseModel):
     quantized: str | None = Field(None, description='"int8" when served with dynamic int8 Linear layers.')
     dtype: str = Field("float32", description="Compute dtype of the forward pass (bfloat16/float16: autocast).")
     compiled: bool = Field(False, description="Whether the forward pass runs through torch.compile.")
+    packed: bool = Field(False, description="Whether batches run packed, without padding (CPU, BERT models).")
     max_batch_size: int
     max_wait_ms: float
     max_context_chars: int

@@ -129,9 +129,11 @@ def test_batch_answers_in_order_and_match_single_requests(client):
         assert_exact([a for a in result["answers"] if a["text"]], item["context"])
 
 
-def test_compiled_service_compiles_at_start_and_answers_like_the_eager_one(tiny_qa_checkpoint):
-    """--compile: both graphs (batch size 1, and any other) are built while the app starts, so no
-    request compiles anything; the compiled model answers as the plain one does."""
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "padded"])
+def test_compiled_service_compiles_at_start_and_answers_like_the_eager_one(tiny_qa_checkpoint, packing):
+    """--compile: the graphs are built while the app starts, so no request compiles anything (padded:
+    batch size 1, which dynamo specialises, and any other; packed: batch size is always 1, one
+    graph for every row length); the compiled model answers as the plain one does."""
     from torch._dynamo.utils import counters
 
     context = " ".join(f"Sentence {i} mentions the río número {i} and its bridges." for i in range(80))
@@ -142,12 +144,13 @@ def test_compiled_service_compiles_at_start_and_answers_like_the_eager_one(tiny_
     ]
     eager = QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu")
     before = counters["stats"]["unique_graphs"]
-    with TestClient(create_app(tiny_qa_checkpoint, compile=True, dtype="float32")) as c:
+    with TestClient(create_app(tiny_qa_checkpoint, compile=True, dtype="float32", packing=packing)) as c:
         reader = c.app.state.reader
         assert reader.compiled and reader.forward_model is not reader.model
-        assert c.get("/v1/model").json()["compiled"] is True
+        info = c.get("/v1/model").json()
+        assert info["compiled"] is True and info["packed"] is packing
         graphs = counters["stats"]["unique_graphs"]
-        assert graphs - before >= 2  # built by the warm-up, before the app took requests
+        assert graphs - before >= (1 if packing else 2)  # built by the warm-up, before the app took requests
         single = c.post("/v1/answer", json=items[2]).json()
         batch = c.post("/v1/answer/batch", json=items).json()["results"]
         assert counters["stats"]["unique_graphs"] == graphs, "a request had to compile"
