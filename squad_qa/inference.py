@@ -243,8 +243,10 @@ def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """torch.compile a QA model for inference-only use (inductor, dynamic shapes, frozen weights).
 
     - ``dynamic=True``: windows come in every batch size and width (dynamic padding), and one graph
-      serves them all. Dynamo specialises batch size 1 on its own, so there are two compilations;
-      ``QAReader.warm_up`` triggers both when the reader loads instead of on the first requests.
+      serves them all. Dynamo specialises batch size 1 on its own, so padded batches compile twice;
+      packed ones (squad_qa/packing.py) are always one row, one graph for every length.
+      ``QAReader.warm_up`` triggers the compilations when the reader loads instead of on the first
+      requests.
     - ``freezing``: the weights become constants of the graph, so inductor can pre-pack them for
       oneDNN's matrix products once. The compiled module does not see later changes to the weights.
     - What it buys on CPU: the LayerNorm / GELU / residual / mask element-wise work is fused into a
@@ -252,7 +254,7 @@ def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
       dev windows takes 9-16% less time in-process; predict.py's forward passes (batches of 64)
       run 1.25x faster (float32: 1.09x); through the service, compiled and plain servers side by
       side on 500 dev questions from all articles (benchmarks/bench_compile.py): 1.18-1.23x the
-      questions/s at concurrency 8, 1.06-1.12x at 1. What is left is the matrix products (~55%)
+      questions/s at concurrency 8, 1.06-1.12x at 1 (padded batches); packed: 1.11x and 1.20x. What is left is the matrix products (~55%)
       and attention (~35%), which were library kernels already.
     - Numbers: inductor keeps fused intermediates in float32 where eager rounds each op's output to
       bf16, so compiled bf16 is a little closer to float32 (answers differing from float32's: 17
@@ -446,7 +448,8 @@ class QAReader:
         machine, at the cost of slightly different logits (see benchmarks/bench_service.py).
         ``dtype`` (see ``resolve_dtype``; default float32) runs the forward pass under autocast;
         "auto" picks bfloat16 where the hardware has it (with quantize: float32). ``compile=True``
-        runs it through torch.compile (see ``compile``).
+        runs it through torch.compile (see ``compile``). ``packed`` (default None: on CPU for BERT
+        models) runs batches without padding (squad_qa/packing.py); False keeps padded batches.
         """
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -506,8 +509,8 @@ class QAReader:
 
     def warm_up(self) -> float:
         """Run the model once on a batch of one window and once on a batch of two, so that a
-        compiled model builds both of its graphs (see ``compile_for_inference``) now; returns the
-        seconds it took. Cheap without compile."""
+        compiled model builds its graphs (see ``compile_for_inference``) now; returns the seconds
+        it took. Cheap without compile."""
         t0 = time.perf_counter()
         context = "The reader warms up before the first request arrives."
         self.answer_batch([QAItem("What warms up?", context)])
@@ -680,6 +683,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "auto = bfloat16 where the hardware has it")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (~30 s at start, then 5-25%% faster on CPU)")
+    p.add_argument("--no_packing", dest="packing", action="store_false",
+                   help="padded batches also on CPU (default there: windows packed without padding, "
+                        "squad_qa/packing.py)")
     return p
 
 
@@ -701,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quantize=args.quantize,
             dtype=args.dtype,
             compile=args.compile,
+            packed=None if args.packing else False,
         )
     except CheckpointError as e:
         print(f"error: {e}")

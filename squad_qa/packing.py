@@ -86,9 +86,16 @@ AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # no padding -> no mask a
 
 
 def supports_packing(model: torch.nn.Module) -> bool:
-    """True for the models whose forward pass `pack` inputs are known to reproduce (BERT)."""
+    """True for the models whose forward pass `pack` inputs are known to reproduce: BERT, in a
+    transformers whose BERT attention dispatches through AttentionInterface (5.x; 4.57's BERT has
+    its own attention classes, which would attend across windows)."""
+    import sys
+
     config = getattr(model, "config", None)
-    return getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES and hasattr(model, "set_attn_implementation")
+    module = sys.modules.get(type(model).__module__)
+    return (getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES
+            and hasattr(model, "set_attn_implementation")
+            and getattr(module, "ALL_ATTENTION_FUNCTIONS", None) is not None)
 
 
 def enable_packing(model: torch.nn.Module) -> torch.nn.Module:

@@ -117,3 +117,29 @@ def test_models_packing_does_not_know_are_refused():
     assert not supports_packing(model)
     with pytest.raises(ValueError, match="packing supports model types"):
         enable_packing(model)
+    # A BERT whose attention does not go through transformers' AttentionInterface (4.57's BERT, or
+    # a class defined elsewhere, like this one) would attend across windows: not packed either.
+    tiny = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    assert supports_packing(BertForQuestionAnswering(tiny))
+    assert not supports_packing(_BertDefinedElsewhere(tiny))
+
+
+class _BertDefinedElsewhere(BertForQuestionAnswering):
+    pass
+
+
+def test_predict_py_writes_the_same_predictions_packed_or_not(tmp_path, checkpoint):
+    import json
+    from pathlib import Path
+
+    from squad_qa.inference import main
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "tiny_squad.json"
+    argv = ["--model", str(checkpoint), "--predict_file", str(fixture), "--n_best_size", "5"]
+    assert main(argv + ["--output_dir", str(tmp_path / "packed")]) == 0
+    assert main(argv + ["--output_dir", str(tmp_path / "padded"), "--no_packing"]) == 0
+    packed, padded = (json.loads((tmp_path / d / "nbest_predictions.json").read_text()) for d in ("packed", "padded"))
+    assert packed.keys() == padded.keys() and len(packed) > 3
+    for qid in packed:
+        assert [p["text"] for p in packed[qid]] == [p["text"] for p in padded[qid]]
+        assert [p["probability"] for p in packed[qid]] == pytest.approx([p["probability"] for p in padded[qid]], abs=1e-5)
