@@ -15,9 +15,8 @@ a batch is packed: its windows back to back in one row without padding, attentio
 window (squad_qa/packing.py; 1.27x faster than padding on a service's mixed-length batches).
 Elsewhere windows are sorted by length and cut into batches where padding would exceed a quarter
 of a batch (`length_batches`: dynamic padding that also holds for a few requests of mixed
-lengths). `dtype="bfloat16"` (or "auto" where the
-hardware has it) runs the matrix products under autocast at about twice float32's speed on CPUs
-with AVX512-BF16/AMX. float32 is the default of the library and predict.py (reference numbers);
+lengths). `dtype="bfloat16"` (or "auto" where the hardware has it) runs the matrix products under
+autocast at about twice float32's speed on CPUs with AVX512-BF16/AMX. float32 is the default of the library and predict.py (reference numbers);
 the service defaults to "auto". `compile=True` adds torch.compile (see `compile_for_inference`):
 another 5-25% on CPU, for ~30 s of compiling when the reader loads.
 """
@@ -127,8 +126,9 @@ def predict_logits(model, features, indices: np.ndarray, batch_size: int, device
     was_training = model.training
     model.eval()
     if packed:
-        from squad_qa.packing import pack, unpack
+        from squad_qa.packing import check_packing_enabled, pack, unpack
 
+        check_packing_enabled(model)
         for lo in tqdm(range(0, len(indices), batch_size), desc="evaluating", disable=not show_progress,
                        leave=False):
             rows = np.arange(lo, min(lo + batch_size, len(indices)))
@@ -254,8 +254,9 @@ def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
       dev windows takes 9-16% less time in-process; predict.py's forward passes (batches of 64)
       run 1.25x faster (float32: 1.09x); through the service, compiled and plain servers side by
       side on 500 dev questions from all articles (benchmarks/bench_compile.py): 1.18-1.23x the
-      questions/s at concurrency 8, 1.06-1.12x at 1 (padded batches); packed: 1.11x and 1.20x. What is left is the matrix products (~55%)
-      and attention (~35%), which were library kernels already.
+      questions/s at concurrency 8, 1.06-1.12x at 1 with padded batches, 1.11x and 1.20x with
+      packed ones. What is left is the matrix products (~55%) and attention (~35%), which were
+      library kernels already.
     - Numbers: inductor keeps fused intermediates in float32 where eager rounds each op's output to
       bf16, so compiled bf16 is a little closer to float32 (answers differing from float32's: 17
       of the first 3,000 dev questions against 23); compiled float32 gave float32's answers on all.

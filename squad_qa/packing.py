@@ -107,6 +107,14 @@ def enable_packing(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def check_packing_enabled(model: torch.nn.Module) -> None:
+    """Refuse packed inputs for a model whose attention would run across the whole row."""
+    used = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if used != ATTENTION:
+        raise ValueError(f"packed batches need the model's attention set by enable_packing(); it uses {used!r}, "
+                         "which would let the windows of a row attend to each other")
+
+
 def pack(features, rows: np.ndarray) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
     """The model inputs for windows ``rows`` of ``features``, packed into one row; also, for
     `unpack`, each packed token's window (as a position in ``rows``) and its column in its window."""

@@ -109,6 +109,9 @@ def test_packing_model_still_runs_padded_batches(readers, features):
     s0, _ = predict_logits(padded.model, features, idx, 4, torch.device("cpu"))
     s1, _ = predict_logits(packed.model, features, idx, 4, torch.device("cpu"))  # falls back to SDPA
     np.testing.assert_allclose(s1, s0, atol=2e-5)
+    # the other way round is refused: a model not set up for packing would mix the windows
+    with pytest.raises(ValueError, match="enable_packing"):
+        predict_logits(padded.model, features, idx, 4, torch.device("cpu"), packed=True)
 
 
 def test_models_packing_does_not_know_are_refused():
