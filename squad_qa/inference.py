@@ -16,9 +16,10 @@ window (squad_qa/packing.py; 1.27x faster than padding on a service's mixed-leng
 Elsewhere windows are sorted by length and cut into batches where padding would exceed a quarter
 of a batch (`length_batches`: dynamic padding that also holds for a few requests of mixed
 lengths). `dtype="bfloat16"` (or "auto" where the hardware has it) runs the matrix products under
-autocast at about twice float32's speed on CPUs with AVX512-BF16/AMX. float32 is the default of the library and predict.py (reference numbers);
-the service defaults to "auto". `compile=True` adds torch.compile (see `compile_for_inference`):
-another 5-25% on CPU, for ~30 s of compiling when the reader loads.
+autocast at about twice float32's speed on CPUs with AVX512-BF16/AMX. float32 is the default of
+the library and predict.py (reference numbers); the service defaults to "auto". `compile=True`
+adds torch.compile (see `compile_for_inference`): another 5-25% on CPU, for ~30 s of compiling
+when the reader loads.
 """
 
 from __future__ import annotations

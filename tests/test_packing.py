@@ -122,7 +122,8 @@ def test_models_packing_does_not_know_are_refused():
         enable_packing(model)
     # A BERT whose attention does not go through transformers' AttentionInterface (4.57's BERT, or
     # a class defined elsewhere, like this one) would attend across windows: not packed either.
-    tiny = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    tiny = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64)
     assert supports_packing(BertForQuestionAnswering(tiny))
     assert not supports_packing(_BertDefinedElsewhere(tiny))
 
@@ -145,4 +146,5 @@ def test_predict_py_writes_the_same_predictions_packed_or_not(tmp_path, checkpoi
     assert packed.keys() == padded.keys() and len(packed) > 3
     for qid in packed:
         assert [p["text"] for p in packed[qid]] == [p["text"] for p in padded[qid]]
-        assert [p["probability"] for p in packed[qid]] == pytest.approx([p["probability"] for p in padded[qid]], abs=1e-5)
+        probabilities = [p["probability"] for p in padded[qid]]
+        assert [p["probability"] for p in packed[qid]] == pytest.approx(probabilities, abs=1e-5)
