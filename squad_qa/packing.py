@@ -35,6 +35,8 @@ for every new set of window lengths.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -89,8 +91,6 @@ def supports_packing(model: torch.nn.Module) -> bool:
     """True for the models whose forward pass `pack` inputs are known to reproduce: BERT, in a
     transformers whose BERT attention dispatches through AttentionInterface (5.x; 4.57's BERT has
     its own attention classes, which would attend across windows)."""
-    import sys
-
     config = getattr(model, "config", None)
     module = sys.modules.get(type(model).__module__)
     return (getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES
@@ -101,8 +101,9 @@ def supports_packing(model: torch.nn.Module) -> bool:
 def enable_packing(model: torch.nn.Module) -> torch.nn.Module:
     """Route the model's attention through `packed_attention` (in place; padded calls still work)."""
     if not supports_packing(model):
-        raise ValueError(f"packing supports model types {PACKABLE_MODEL_TYPES}, "
-                         f"not {getattr(getattr(model, 'config', None), 'model_type', None)!r}")
+        raise ValueError(f"packing supports model types {PACKABLE_MODEL_TYPES} whose attention goes through "
+                         f"transformers' AttentionInterface (transformers 5), not {type(model).__name__} "
+                         f"(model type {getattr(getattr(model, 'config', None), 'model_type', None)!r})")
     model.set_attn_implementation(ATTENTION)
     return model
 
