@@ -10,9 +10,9 @@ p50/p95 latency per question at concurrency 1 and 8, and how often the two give 
   /v1/answer over its own keep-alive connection (the standard library's http.client: the client
   shares the service's CPUs, and httpx costs 0.55 ms of client CPU per request against
   http.client's 0.10, measured with a no-op model; real clients run elsewhere). Latency is what
-  the client sees, HTTP included. It runs with the service's defaults, so its compute dtype is "auto": bfloat16 autocast
-  on hardware with native bf16 (AVX512-BF16/AMX CPUs), else float32 (`--dtype float32` to compare
-  float32 against float32).
+  the client sees, HTTP included. It runs with the service's defaults, so its compute dtype is
+  "auto": bfloat16 autocast on hardware with native bf16 (AVX512-BF16/AMX CPUs), else float32
+  (`--dtype float32` to compare float32 against float32).
 - Peer: the pipeline in its own interpreter, /tmp/legacy-venv (system torch + transformers 4.57),
   called in-process (no HTTP, which only favours it), max_seq_len=384 and max_answer_len=30 like
   ours, and the same windows as ours: the pipeline's `doc_stride` is the *overlap* of consecutive

@@ -124,33 +124,31 @@ def predict_logits(model, features, indices: np.ndarray, batch_size: int, device
     start = np.zeros((len(indices), width), dtype=np.float32)
     end = np.zeros((len(indices), width), dtype=np.float32)
     indices = np.asarray(indices)
-    was_training = model.training
-    model.eval()
-    if packed:
+    if packed:  # no padding to avoid: consecutive windows, up to batch_size per row
         from squad_qa.packing import check_packing_enabled, pack, unpack
 
         check_packing_enabled(model)
-        for lo in tqdm(range(0, len(indices), batch_size), desc="evaluating", disable=not show_progress,
-                       leave=False):
-            rows = np.arange(lo, min(lo + batch_size, len(indices)))
-            inputs, window, position = pack(features, indices[rows])
-            inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-            with amp if amp is not None else contextlib.nullcontext():
-                out = model(**inputs)
-            unpack(out.start_logits, window, position, start, rows)
-            unpack(out.end_logits, window, position, end, rows)
-        model.train(was_training)
-        return start, end
-    # Batches of similar lengths (little padding); results go back to their rows.
-    batches = length_batches(features.seq_len[indices], batch_size)
+        batches = [np.arange(lo, min(lo + batch_size, len(indices))) for lo in range(0, len(indices), batch_size)]
+    else:  # batches of similar lengths (little padding)
+        batches = length_batches(features.seq_len[indices], batch_size)
+    was_training = model.training
+    model.eval()
     for rows in tqdm(batches, desc="evaluating", disable=not show_progress, leave=False):
-        batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False)
+        if packed:
+            batch, window, position = pack(features, indices[rows])
+        else:
+            batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with amp if amp is not None else contextlib.nullcontext():
             out = model(**batch)
-        t = out.start_logits.shape[1]
-        start[rows, :t] = out.start_logits.float().cpu().numpy()
-        end[rows, :t] = out.end_logits.float().cpu().numpy()
+        # results go back to their rows
+        if packed:
+            unpack(out.start_logits, window, position, start, rows)
+            unpack(out.end_logits, window, position, end, rows)
+        else:
+            t = out.start_logits.shape[1]
+            start[rows, :t] = out.start_logits.float().cpu().numpy()
+            end[rows, :t] = out.end_logits.float().cpu().numpy()
     model.train(was_training)
     return start, end
 
