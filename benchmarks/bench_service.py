@@ -215,6 +215,7 @@ PEER_SCRIPT = textwrap.dedent(
     """
     import json, statistics, sys, threading, time
     from concurrent.futures import ThreadPoolExecutor
+    import torch
     import transformers
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
 
@@ -223,7 +224,8 @@ PEER_SCRIPT = textwrap.dedent(
     kw = dict(max_seq_len=384, max_question_len=64, max_answer_len=30, top_k=1,
               handle_impossible_answer=False, align_to_words=cfg["align_to_words"])
     device = cfg["device"]
-    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval().to(device)
+    # float32 like our side's reference (the shipped model is stored in float16)
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32).eval().to(device)
     def make_pipe():  # own tokenizer per thread; the model weights are shared
         return pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir),
                         device=device)

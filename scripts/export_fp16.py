@@ -12,7 +12,6 @@ only the export itself rounds, by at most 2^-11 relative). squad_qa.json (run in
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -20,15 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from squad_qa.inference import file_sha256, write_checksums  # noqa: E402
+
 RUN_INFO_FILE = "squad_qa.json"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _is_qa_checkpoint(src: Path) -> bool:
@@ -90,8 +83,10 @@ def export_fp16(src: Path, dst: Path, write_card: bool = False) -> dict:
         shutil.copy2(src / RUN_INFO_FILE, dst / RUN_INFO_FILE)
     if write_card:
         (dst / "README.md").write_text(model_card(dst, src), encoding="utf-8")
+    # SHA256SUMS: QAReader.from_pretrained refuses a folder whose weights, config or tokenizer changed.
+    write_checksums(dst, ["model.safetensors", "config.json", "tokenizer.json"])
     st = dst / "model.safetensors"
-    return {"path": str(st), "bytes": st.stat().st_size, "sha256": sha256(st), "class": cls.__name__}
+    return {"path": str(st), "bytes": st.stat().st_size, "sha256": file_sha256(st), "class": cls.__name__}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up squad-qa on a fresh machine: Python packages (CPU torch), the browser used by the web-page
-# test, and the SQuAD files in data/. Safe to run again.
+# test (apt: root or sudo), and the SQuAD files in data/. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,9 +11,18 @@ PY=${PYTHON:-python3}
 
 # System packages, only where missing: headless Chromium for tests/test_service_browser.py (Debian's
 # package; nothing downloads a browser) and g++ for `--compile` (torch.compile builds C++ kernels).
+# apt needs root: run this as root or as a user with sudo (it asks for the password), or install
+# them yourself beforehand (`apt-get install chromium g++`) and nothing here touches apt.
 apt_install() {
   local sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
+  if [ "$(id -u)" != 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "setup.sh: installing $* needs root (apt-get); run as root or install them first: apt-get install $*" >&2
+      exit 2
+    fi
+    echo "setup.sh: installing $* with sudo apt-get (needs root)" >&2
+    sudo=sudo
+  fi
   $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 missing=()

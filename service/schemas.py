@@ -41,6 +41,12 @@ class AnswerRequest(BaseModel):
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be empty or whitespace")
+        # JSON may carry a lone surrogate ("\\udc00"); it is not a character, cannot be encoded,
+        # and has no place in a passage: refuse it here (422) rather than fail while reading (500).
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"contains a lone UTF-16 surrogate (U+{ord(v[e.start]):04X}) at character {e.start}") from None
         return v
 
 

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import math
+import os
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,14 +54,48 @@ MODEL_ENV_VAR = "SQUAD_QA_MODEL"
 TRAINING_RECORD = "squad_qa.json"  # written next to the weights by the training loop
 QA_HEAD_KEYS = ("qa_outputs.weight", "qa_outputs.bias")
 
-TRAIN_HINT = (
-    "Train one with:\n"
-    "  python scripts/train_squad.py --do_train --do_eval --train_file ../shared/squad/train-v1.1.json.gz "
-    "--predict_file ../shared/squad/dev-v1.1.json.gz --output_dir models/squad-minilm-l6\n"
-    "or, without a GPU (about 36 min on 2 CPU cores with native bfloat16; dev F1 about 74):\n"
-    "  python scripts/train_squad.py --config experiments/cpu-bf16.yaml --output_dir models/squad-minilm-l6\n"
-    "then pass its folder with --model (or the SQUAD_QA_MODEL environment variable)."
-)
+CHECKSUMS_FILE = "SHA256SUMS"  # `sha256sum` format; written by scripts/export_fp16.py, checked on load
+# Where `serve` / `predict.py` look for models the user has already trained (when the shipped one is missing).
+RUN_ROOTS = (Path("runs"), Path.home() / "squad-runs")
+
+
+def find_trained_models(roots: Sequence[Path] | None = None, limit: int = 8) -> list[Path]:
+    """Fine-tuned QA model folders under ``roots`` (default ``RUN_ROOTS``: a run's output_dir and
+    its best/), newest first."""
+    found = []
+    for root in RUN_ROOTS if roots is None else roots:
+        if not root.is_dir():
+            continue
+        for cfg in [*root.glob("*/config.json"), *root.glob("*/best/config.json")]:
+            try:
+                found.append((cfg.stat().st_mtime, check_qa_checkpoint(cfg.parent, hint=False)))
+            except (CheckpointError, OSError):
+                continue
+    return [p for _, p in sorted(found, reverse=True)[:limit]]
+
+
+def train_hint() -> str:
+    """How to get a model, for this machine: the models already trained here, then a command that fits."""
+    lines = []
+    trained = find_trained_models()
+    if trained:
+        lines.append("Models already trained on this machine (pass one with --model):")
+        lines += [f"  {p}" for p in trained]
+    if torch.cuda.is_available():
+        lines += ["Train one on this GPU (all of train-v1.1, two epochs):",
+                  "  python scripts/train_squad.py --config experiments/cpu-full.yaml --max_steps -1 "
+                  "--num_train_epochs 2 --output_dir runs/full"]
+    elif has_native_bf16("cpu"):
+        lines += ["Train one on this CPU (it multiplies bfloat16 natively); on 2 cores of an AMD EPYC (Zen 4):",
+                  "  python scripts/train_squad.py --config experiments/cpu-bf16.yaml    # ~40 min, dev F1 about 74",
+                  "  python scripts/train_squad.py --config experiments/cpu-full.yaml    # the shipped model's "
+                  "recipe, {{CPU_FULL_HINT}}"]
+    else:
+        lines += ["This CPU has no native bfloat16, so a real model takes many hours here (a GPU, or a CPU with",
+                  "AVX512-BF16/AMX, is the place for it). A toy model (dev F1 about 40; 5-40 minutes) to try the tools:",
+                  "  python scripts/train_squad.py --config experiments/smoke.yaml"]
+    lines.append(f"The shipped model lives in {DEFAULT_MODEL_DIR} (restore it with `git checkout -- models/`).")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ features -> logits
@@ -154,7 +191,14 @@ def predict_logits(model, features, indices: np.ndarray, batch_size: int, device
 
 
 class CheckpointError(ValueError):
-    """The folder is not a fine-tuned question-answering checkpoint we are willing to serve."""
+    """The folder is not a fine-tuned question-answering checkpoint we are willing to serve.
+
+    The first line says what is wrong. ``hint=True`` (the folder is missing or not a QA model, rather
+    than damaged) adds ``train_hint()`` below it: the models already trained here, and how to train one."""
+
+    def __init__(self, message: str, hint: bool = False) -> None:
+        super().__init__(f"{message}\n{train_hint()}" if hint else message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -289,8 +333,6 @@ def prepare_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn
 
 def resolve_model_dir(model_dir: str | Path | None = None) -> Path:
     """--model if given, else $SQUAD_QA_MODEL, else the shipped models/squad-minilm-l6/."""
-    import os
-
     if model_dir:
         return Path(model_dir)
     env = os.environ.get(MODEL_ENV_VAR)
@@ -303,42 +345,137 @@ def _weight_files(path: Path) -> list[Path]:
         return [single]
     index = path / "model.safetensors.index.json"
     if index.is_file():  # sharded save_pretrained output
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is damaged ({type(e).__name__}: {e})") from None
         return [path / s for s in shards]
     return []
 
 
-def check_qa_checkpoint(path: str | Path) -> Path:
-    """Refuse, with a message saying how to train one, anything but a fine-tuned QA checkpoint.
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-    Reads only the safetensors headers, so it is cheap enough to run before starting a server. The
-    point: transformers happily loads a base encoder into BertForQuestionAnswering and initialises
-    qa_outputs at random, which would serve confident-looking nonsense.
+
+def write_checksums(path: Path, names: Sequence[str]) -> Path:
+    """Record the sha256 of ``names`` (files in ``path``) in ``path/SHA256SUMS``, `sha256sum` format."""
+    out = path / CHECKSUMS_FILE
+    out.write_text("".join(f"{file_sha256(path / n)}  {n}\n" for n in names), encoding="utf-8")
+    return out
+
+
+def verify_checksums(path: Path) -> None:
+    """Check every file listed in ``path/SHA256SUMS`` (if there is one): a truncated or overwritten
+    weight file must not load as a model that answers differently. ~0.1 s for 45 MB."""
+    sums = path / CHECKSUMS_FILE
+    if not sums.is_file():
+        return
+    for n, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if not name or len(digest) != 64:
+            raise CheckpointError(f"{sums}, line {n}: not a `sha256sum` line: {line[:80]!r}")
+        target = path / name.strip()
+        if not target.is_file():
+            raise CheckpointError(f"{path}: {name.strip()} is missing (listed in {CHECKSUMS_FILE})")
+        if file_sha256(target) != digest:
+            raise CheckpointError(
+                f"{target} is damaged: its sha256 differs from {CHECKSUMS_FILE}'s "
+                f"(restore the folder, e.g. `git checkout -- {path}`)"
+            )
+
+
+def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
+    """Refuse anything but a fine-tuned QA checkpoint, with a one-line CheckpointError that says
+    what is wrong (``e.hint``: whether ``train_hint()`` should follow it).
+
+    Reads only the safetensors headers (and, where the folder has SHA256SUMS, hashes the files),
+    so it is cheap enough to run before starting a server. The point: transformers happily loads a
+    base encoder into BertForQuestionAnswering and initialises qa_outputs at random, which would
+    serve confident-looking nonsense; and a damaged file must say so, not dump a traceback.
     """
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"Model folder {path} does not exist. {TRAIN_HINT}")
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path} has no config.json, so it is not a saved model. {TRAIN_HINT}")
+        raise CheckpointError(f"model folder {path} does not exist", hint=hint)
+    config = path / "config.json"
+    if not config.is_file():
+        raise CheckpointError(f"{path} has no config.json, so it is not a saved model", hint=hint)
     files = _weight_files(path)
     if not files:
-        raise CheckpointError(
-            f"{path} has no model.safetensors (pickled .bin weights are never loaded). {TRAIN_HINT}"
-        )
+        raise CheckpointError(f"{path} has no model.safetensors (pickled .bin weights are never loaded)", hint=hint)
+    verify_checksums(path)
+    try:
+        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{config} is damaged ({type(e).__name__}: {e})") from None
     keys: set[str] = set()
     for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            keys.update(st.keys())
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                keys.update(st.keys())
+        except Exception as e:  # SafetensorError (truncated header, bad JSON), OSError
+            raise CheckpointError(f"{f} is damaged or truncated ({type(e).__name__}: {e})") from None
     missing = [k for k in QA_HEAD_KEYS if not any(key == k or key.endswith("." + k) for key in keys)]
     if missing:
         raise CheckpointError(
             f"{path} is not a fine-tuned question-answering checkpoint: its weights have no "
-            f"{' / '.join(missing)} (a base encoder without a trained QA head). "
-            f"Serving it would answer from a randomly initialised head. {TRAIN_HINT}"
+            f"{' / '.join(missing)} (a base encoder without a trained QA head); serving it would "
+            f"answer from a randomly initialised head",
+            hint=hint,
         )
     if not (path / "tokenizer.json").is_file():
-        raise CheckpointError(f"{path} has no tokenizer.json (fast tokenizer needed for offsets). {TRAIN_HINT}")
+        raise CheckpointError(f"{path} has no tokenizer.json (a fast tokenizer is needed for offsets)", hint=hint)
     return path
+
+
+def load_qa_model(path: str | Path, *, trained_head: bool = True) -> torch.nn.Module:
+    """``AutoModelForQuestionAnswering`` in float32 from a local folder, with transformers' load
+    report replaced by what it means here.
+
+    Fine-tuning starts from a base encoder (``trained_head=False``): its QA head is initialised at
+    random (that is what training trains) and its pooler is unused (the QA model has none), so the
+    report's MISSING / UNEXPECTED table is expected and logged as one line. A model to answer with
+    (``trained_head=True``) must bring its head: a missing one is a CheckpointError. float32 also
+    for float16 files (the shipped model): transformers 5 would otherwise keep the stored dtype,
+    and CPUs compute float16 slowly.
+    """
+    from transformers import AutoModelForQuestionAnswering
+
+    hf_logger = logging.getLogger("transformers.modeling_utils")
+    level = hf_logger.level
+    hf_logger.setLevel(logging.ERROR)  # the load report is a WARNING; we report it below
+    try:
+        model, info = AutoModelForQuestionAnswering.from_pretrained(
+            str(path), dtype=torch.float32, output_loading_info=True, use_safetensors=True
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: the model does not load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    finally:
+        hf_logger.setLevel(level)
+    missing = sorted(info.get("missing_keys", ()))
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    head = [k for k in missing if "qa_outputs" in k]
+    other = [k for k in missing if "qa_outputs" not in k]
+    if trained_head and head:
+        # Belt and braces for check_qa_checkpoint: whatever the key naming, a QA head that the
+        # loader had to initialise is an untrained head.
+        raise CheckpointError(f"{path}: the question-answering head ({', '.join(head)}) was not in the "
+                              f"checkpoint and would be random", hint=True)
+    if head:
+        logger.info("%s: new QA head %s initialised at random (expected: fine-tuning trains it)%s", path,
+                    "/".join(head), f"; unused from the checkpoint: {', '.join(unexpected)}" if unexpected else "")
+    elif unexpected:
+        logger.info("%s: unused from the checkpoint: %s", path, ", ".join(unexpected))
+    if other:
+        logger.warning("%s: %d weights not in the checkpoint, initialised at random: %s", path, len(other),
+                       ", ".join(other[:8]) + (" ..." if len(other) > 8 else ""))
+    return model
 
 
 def read_training_record(path: str | Path) -> dict[str, Any]:
@@ -429,7 +566,7 @@ class QAReader:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        path: str | Path | None = None,
         *,
         device: str | torch.device | None = None,
         max_seq_length: int | None = None,
@@ -440,10 +577,14 @@ class QAReader:
         compile: bool = False,
         **kwargs: Any,
     ) -> "QAReader":
-        """Load a fine-tuned checkpoint folder (safetensors + tokenizer), refusing anything else.
+        """Load a fine-tuned checkpoint folder (safetensors + tokenizer), refusing anything else
+        with a one-line CheckpointError. ``path`` None: the shipped model (``resolve_model_dir``:
+        $SQUAD_QA_MODEL, else models/squad-minilm-l6/), so ``QAReader.from_pretrained()`` answers
+        out of the box.
 
         Window geometry defaults to what the checkpoint was trained with (squad_qa.json), else
-        run_squad's 384/128/64. ``quantize="int8"`` (CPU only) swaps the Linear layers for
+        run_squad's 384/128/64. Weights load in float32 whatever their stored dtype (the shipped
+        model is stored in float16). ``quantize="int8"`` (CPU only) swaps the Linear layers for
         torch's dynamically quantised int8 ones: about 4x faster per window on this project's 2-core
         machine, at the cost of slightly different logits (see benchmarks/bench_service.py).
         ``dtype`` (see ``resolve_dtype``; default float32) runs the forward pass under autocast;
@@ -451,25 +592,19 @@ class QAReader:
         runs it through torch.compile (see ``compile``). ``packed`` (default None: on CPU for BERT
         models) runs batches without padding (squad_qa/packing.py); False keeps padded batches.
         """
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        path = check_qa_checkpoint(path)
+        path = check_qa_checkpoint(resolve_model_dir(path))
         record = read_training_record(path)
         args = _record_args(record)
-        model, info = AutoModelForQuestionAnswering.from_pretrained(
-            str(path), output_loading_info=True, use_safetensors=True
-        )
-        # Belt and braces for check_qa_checkpoint: whatever the key naming, a QA head that the
-        # loader had to initialise is an untrained head.
-        fresh = sorted(k for k in info.get("missing_keys", ()) if "qa_outputs" in k)
-        if fresh:
-            raise CheckpointError(
-                f"{path}: the question-answering head ({', '.join(fresh)}) was not in the checkpoint "
-                f"and would be random. {TRAIN_HINT}"
-            )
+        model = load_qa_model(path, trained_head=True)
         if record.get("speed_only"):  # benchmarks/bench_service.py's random-head checkpoint
             logger.warning("%s is a SPEED-ONLY checkpoint with a random QA head: %s", path, record.get("note", ""))
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except Exception as e:  # a damaged tokenizer.json: tokenizers raises its own Exception type
+            raise CheckpointError(f"{path}: the tokenizer does not load ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
         if not getattr(tokenizer, "is_fast", False):
             raise CheckpointError(f"{path}: a fast tokenizer (tokenizer.json) is required for character offsets.")
         if device is None:
@@ -587,6 +722,11 @@ class QAReader:
                 raise ValueError(f"item {i}: question is empty")
             if not it.context.strip():
                 raise ValueError(f"item {i}: context is empty")
+            for field in ("question", "context"):
+                try:
+                    getattr(it, field).encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise ValueError(f"item {i}: {field} has a lone UTF-16 surrogate at character {e.start}") from None
             if not 1 <= it.top_k <= self.n_best_size:
                 raise ValueError(f"item {i}: top_k must be in 1..{self.n_best_size}, got {it.top_k}")
             if it.max_answer_length < 1:
@@ -663,10 +803,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         description="Write SQuAD prediction files (predictions.json, nbest_predictions.json, "
         "null_odds.json for v2) with a fine-tuned checkpoint.",
     )
-    p.add_argument("--model", "--model_name_or_path", dest="model", required=True,
-                   help="fine-tuned checkpoint folder (safetensors + tokenizer)")
+    p.add_argument("--model", "--model_name_or_path", dest="model", default=None,
+                   help="fine-tuned checkpoint folder (safetensors + tokenizer); default: $SQUAD_QA_MODEL, "
+                        "else the shipped models/squad-minilm-l6/")
     p.add_argument("--predict_file", required=True, help="SQuAD .json or .json.gz")
     p.add_argument("--output_dir", required=True)
+    p.add_argument("--max_eval_samples", type=int, default=None, help="predict the first N questions only")
     p.add_argument("--version_2_with_negative", action="store_true")
     p.add_argument("--null_score_diff_threshold", type=float, default=0.0)
     p.add_argument("--n_best_size", type=int, default=20)
@@ -690,11 +832,27 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from squad_qa.data import read_squad_examples
+    from squad_qa.data import SquadFormatError, read_squad_examples
     from squad_qa.postprocess import postprocess_predictions, write_predictions
 
     args = build_arg_parser().parse_args(argv)
+    if args.max_eval_samples is not None and args.max_eval_samples < 1:
+        print(f"error: --max_eval_samples must be >= 1, got {args.max_eval_samples}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    # The data first: a bad file should not wait for the model to load.
+    try:
+        examples = read_squad_examples(args.predict_file, is_training=False,
+                                       version_2_with_negative=args.version_2_with_negative)
+    except SquadFormatError as e:
+        print(f"error: bad SQuAD file: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: --predict_file {args.predict_file}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if args.max_eval_samples:
+        examples = examples[: args.max_eval_samples]
     try:
         reader = QAReader.from_pretrained(
             args.model,
@@ -710,13 +868,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             packed=None if args.packing else False,
         )
     except CheckpointError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
-    examples = read_squad_examples(args.predict_file, is_training=False,
-                                   version_2_with_negative=args.version_2_with_negative)
+    except ValueError as e:  # window geometry that does not fit the model
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logger.info("model %s; %d questions from %s", reader.model_dir, len(examples), args.predict_file)
     features = reader.features_for(examples, show_progress=True)
-    start_logits, end_logits = reader.predict_logits(features, show_progress=True)
+    start_logits, end_logits = reader.predict_logits(features, show_progress=True)  # tqdm: rate and time left
     result = postprocess_predictions(
         examples, features, start_logits, end_logits,
         n_best_size=args.n_best_size,
@@ -727,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write_predictions(result, args.output_dir)
     took = time.perf_counter() - t0
     print(f"{len(examples)} questions, {len(features)} windows, {took:.1f} s "
-          f"({len(examples) / max(took, 1e-9):.1f} questions/s)")
+          f"({len(examples) / max(took, 1e-9):.1f} questions/s) with {reader.model_dir}")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -54,7 +54,7 @@ from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, TMP_PREFIX, T
                                  restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.data import SquadFormatError
 from squad_qa.averaging import averaged_module
-from squad_qa.inference import collate, predict_logits  # noqa: F401 (collate: also bench_train)
+from squad_qa.inference import CheckpointError, collate, load_qa_model, predict_logits  # noqa: F401 (collate: also bench_train)
 from squad_qa.optim import SCHEDULER_CHOICES
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
@@ -1040,7 +1040,7 @@ def _remove_previous_run(output_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoTokenizer
 
     rt = setup_runtime(args)
     _setup_logging(rt.rank)
@@ -1068,7 +1068,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         # The same seed on every rank for initialisation (new QA head, re-initialised layers), so ranks agree;
         # the dropout streams are re-seeded per rank below.
         set_seed(args.seed)
-        model = AutoModelForQuestionAnswering.from_pretrained(model_path, dtype=torch.float32)
+        model = load_qa_model(model_path, trained_head=False)  # a base encoder's new head: logged, not a warning table
         if args.reinit_layers and args.do_train and args.resume_from_checkpoint is None:
             from squad_qa.optim import reinit_top_layers
 
@@ -1148,6 +1148,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SquadFormatError as e:
         logger.error("bad SQuAD file: %s", e)
+        return 2
+    except CheckpointError as e:
+        logger.error("%s", e)
         return 2
     except NonFiniteLossError as e:
         logger.error("%s", e)

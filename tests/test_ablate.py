@@ -151,7 +151,8 @@ def test_export_fp16_roundtrip(tiny_model, tmp_path, capsys):
     assert exp.main([str(tiny_model), str(dst), "--model_card"]) == 0
     line = capsys.readouterr().out
     st = dst / "model.safetensors"
-    assert exp.sha256(st) in line
+    assert exp.file_sha256(st) in line
+    assert f"{exp.file_sha256(st)}  model.safetensors" in (dst / "SHA256SUMS").read_text()
     assert all(t.dtype == torch.float16 for t in load_file(str(st)).values())
     ratio = st.stat().st_size / (tiny_model / "model.safetensors").stat().st_size
     assert 0.45 < ratio < 0.55

@@ -14,7 +14,9 @@ import torch
 from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa.inference import CheckpointError, Float32Linear, QAItem, QAReader, check_qa_checkpoint, main
+from squad_qa import inference
+from squad_qa.inference import (CheckpointError, Float32Linear, QAItem, QAReader, check_qa_checkpoint, main,
+                                write_checksums)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -198,7 +200,100 @@ def test_predict_main_refuses_base_encoder(tmp_path, capsys):
     argv = ["--model", str(squad_qa.default_base_model_path()), "--predict_file", str(FIXTURES / "tiny_squad.json"),
             "--output_dir", str(tmp_path)]
     assert main(argv) == 2
-    assert "train_squad.py" in capsys.readouterr().out
+    assert "train_squad.py" in capsys.readouterr().err
+
+
+def test_predict_main_limits_questions_and_reads_the_data_first(tmp_path, capsys, tiny_qa_checkpoint):
+    data = json.loads((FIXTURES / "tiny_squad.json").read_text())
+    n_questions = sum(len(p["qas"]) for a in data["data"] for p in a["paragraphs"])
+    assert n_questions > 2
+    argv = ["--model", str(tiny_qa_checkpoint), "--predict_file", str(FIXTURES / "tiny_squad.json"),
+            "--output_dir", str(tmp_path), "--max_eval_samples", "2"]
+    assert main(argv) == 0
+    assert len(json.loads((tmp_path / "predictions.json").read_text())) == 2
+    # A bad data file is reported in one line before any model loads (this model folder does not exist).
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": 5, "qas": []}]}]}')
+    capsys.readouterr()
+    assert main(["--model", str(tmp_path / "no-model"), "--predict_file", str(bad), "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad SQuAD file:") and "bad.json" in err and "Traceback" not in err
+    assert main(["--predict_file", str(tmp_path / "missing.json"), "--output_dir", str(tmp_path)]) == 2
+    assert "missing.json" in capsys.readouterr().err
+
+
+def _damaged_copies(src: Path, root: Path) -> dict[str, Path]:
+    """Copies of a good model folder, each damaged one way, the way disks and interrupted copies do."""
+    out = {}
+
+    def copy(name: str) -> Path:
+        dst = root / name
+        shutil.copytree(src, dst)
+        out[name] = dst
+        return dst
+
+    st = copy("truncated") / "model.safetensors"
+    st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
+    (copy("tiny-truncated") / "model.safetensors").write_bytes(b"\x08\x00")
+    (copy("bad-config") / "config.json").write_text("{not json")
+    (copy("bad-tokenizer") / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    return out
+
+
+@pytest.mark.parametrize("checksums", [False, True])
+def test_damaged_model_folders_give_one_line_errors(tmp_path, tiny_qa_checkpoint, checksums):
+    src = tmp_path / "good"
+    shutil.copytree(tiny_qa_checkpoint, src)
+    if checksums:
+        write_checksums(src, ["model.safetensors", "config.json", "tokenizer.json"])
+        QAReader.from_pretrained(src)  # the checksums of an intact folder pass
+    for name, path in _damaged_copies(src, tmp_path / "damaged").items():
+        with pytest.raises(CheckpointError) as err:
+            QAReader.from_pretrained(path)
+        message = str(err.value)
+        assert "\n" not in message and str(path) in message, (name, message)
+        assert ("sha256" in message) if checksums else ("damaged" in message or "does not load" in message), message
+
+
+def test_checksums_catch_weights_overwritten_in_place(tmp_path, tiny_qa_checkpoint):
+    """Zeros written inside model.safetensors keep its header valid: only the checksum sees them."""
+    src = tmp_path / "m"
+    shutil.copytree(tiny_qa_checkpoint, src)
+    write_checksums(src, ["model.safetensors", "config.json", "tokenizer.json"])
+    st = src / "model.safetensors"
+    data = bytearray(st.read_bytes())
+    data[-4096:] = bytes(4096)
+    st.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors is damaged: its sha256"):
+        check_qa_checkpoint(src)
+
+
+def test_default_model_is_used_when_none_is_named(tmp_path, tiny_qa_checkpoint, monkeypatch, capsys):
+    monkeypatch.delenv(inference.MODEL_ENV_VAR, raising=False)
+    monkeypatch.setattr(inference, "DEFAULT_MODEL_DIR", tiny_qa_checkpoint)
+    reader = QAReader.from_pretrained()
+    assert reader.model_dir == tiny_qa_checkpoint
+    assert main(["--predict_file", str(FIXTURES / "tiny_squad.json"), "--output_dir", str(tmp_path),
+                 "--max_eval_samples", "1"]) == 0
+    assert f"with {tiny_qa_checkpoint}" in capsys.readouterr().out  # it says which model answered
+    monkeypatch.setenv(inference.MODEL_ENV_VAR, str(tmp_path / "elsewhere"))
+    with pytest.raises(CheckpointError, match="elsewhere does not exist"):
+        QAReader.from_pretrained()
+
+
+def test_missing_model_message_names_trained_runs_and_a_command(tmp_path, tiny_qa_checkpoint, monkeypatch):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_qa_checkpoint, runs / "my-run")
+    shutil.copytree(tiny_qa_checkpoint, runs / "other" / "best")
+    (runs / "not-a-model").mkdir()
+    monkeypatch.setattr(inference, "RUN_ROOTS", (runs,))
+    assert inference.find_trained_models((runs,)) != []
+    with pytest.raises(CheckpointError) as err:
+        check_qa_checkpoint(tmp_path / "missing")
+    message = str(err.value)
+    assert str(runs / "my-run") in message and str(runs / "other" / "best") in message
+    assert "not-a-model" not in message
+    assert "python scripts/train_squad.py --config experiments/" in message
 
 
 def test_context_without_tokens_gets_no_answer_not_an_error(reader, caplog):
@@ -279,3 +374,19 @@ def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
     assert np.abs(s16[:, :n] - s32[:, :n]).max() < 0.05 * scale and np.abs(e16[:, :n] - e32[:, :n]).max() < 0.05 * scale
     for answer in bf16.answer("Who visited the café?", UNICODE_CONTEXT, top_k=5):
         assert UNICODE_CONTEXT[answer.start:answer.end] == answer.text
+
+
+def test_fine_tuning_load_explains_the_new_head_instead_of_a_warning_table(caplog, capsys):
+    base = squad_qa.default_base_model_path()
+    with caplog.at_level("INFO"):
+        model = inference.load_qa_model(base, trained_head=False)
+    assert hasattr(model, "qa_outputs")
+    assert "LOAD REPORT" not in caplog.text + capsys.readouterr().err
+    (line,) = [r.getMessage() for r in caplog.records if "qa_outputs" in r.getMessage()]
+    assert "initialised at random (expected: fine-tuning trains it)" in line and "pooler" in line
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_lone_surrogate_is_a_clear_error(reader):
+    with pytest.raises(ValueError, match="item 0: context has a lone UTF-16 surrogate at character 4"):
+        reader.answer("Who?", "abc \udc00 def")

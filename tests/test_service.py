@@ -184,6 +184,16 @@ def test_invalid_requests_get_422(client, body, where):
     assert_error(client.post("/v1/answer", json=body), 422, "invalid_request", where)
 
 
+def test_lone_surrogates_get_422_not_500(client):
+    # JSON escapes and raw CESU-8 bytes (ED A0 80) both decode to a lone surrogate in Python.
+    for raw, field in ((b'{"question": "Why?", "context": "abc \\udc00 def"}', "body.context"),
+                       (b'{"question": "Why?", "context": "abc \xed\xa0\x80 def"}', "body.context"),
+                       (b'{"question": "Wh\\ud800y?", "context": "abc def"}', "body.question")):
+        r = client.post("/v1/answer", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (raw, r.status_code, r.text)
+        assert r.json()["error"] == "invalid_request" and r.json()["message"].startswith(field), r.text
+
+
 def test_malformed_json_gets_422(client):
     r = client.post("/v1/answer", content=b'{"question": "Why?", "context": ', headers={"content-type": "application/json"})
     body = assert_error(r, 422, "invalid_request", "JSON decode error")

@@ -93,3 +93,21 @@ def test_page_reports_errors(live_server, browser_page):
     assert "paste a passage" in page.locator("#status").inner_text()
     assert page.evaluate("document.activeElement.id") == "context"  # focus goes where the fix is
     assert page.locator("#passage mark").count() == 0
+
+
+def test_page_names_the_model_and_answers_an_example(live_server, browser_page):
+    base_url, _ = live_server
+    page = browser_page
+    page.goto(base_url + "/")
+    info = httpx.get(base_url + "/v1/model").json()
+    page.wait_for_function("() => document.getElementById('model-line').textContent.startsWith('Answering with')")
+    assert info["name"] in page.locator("#model-line").inner_text()
+
+    page.get_by_role("button", name="Marie Curie").click()
+    mark = page.locator("#passage mark")
+    mark.wait_for()
+    passage = page.get_by_label("Passage").input_value()
+    question = page.get_by_label("Question").input_value()
+    assert passage.startswith("Marie Curie") and question.endswith("born?")
+    expected = httpx.post(base_url + "/v1/answer", json={"question": question, "context": passage}).json()["answers"][0]
+    assert mark.inner_text() == expected["text"] == passage[expected["start"] : expected["end"]]

@@ -13,7 +13,51 @@
   const answerText = document.getElementById("answer-text");
   const answerScore = document.getElementById("answer-score");
   const passage = document.getElementById("passage");
+  const modelLine = document.getElementById("model-line");
   let inFlight = null;
+
+  // A few passages to try (written for this page), each with a question it answers.
+  const EXAMPLES = [
+    {
+      context: "The Great Barrier Reef is the largest coral reef system in the world. It lies in the Coral Sea, " +
+        "off the coast of Queensland, Australia, and stretches for more than 2,300 kilometres. It can be seen " +
+        "from outer space, and it was declared a World Heritage Site in 1981.",
+      question: "When was the reef declared a World Heritage Site?",
+    },
+    {
+      context: "Marie Curie was a physicist and chemist who did pioneering research on radioactivity. Born in " +
+        "Warsaw in 1867, she moved to Paris to study at the University of Paris, where she later became the " +
+        "first woman to be a professor. She was the first woman to win a Nobel Prize, and she remains the only " +
+        "person to have won Nobel Prizes in two different sciences, physics and chemistry.",
+      question: "In which city was Marie Curie born?",
+    },
+    {
+      context: "Python is a programming language created by Guido van Rossum and first released in 1991. Its " +
+        "design emphasises readability, most visibly through its use of significant indentation. The name comes " +
+        "from the British comedy group Monty Python rather than from the snake.",
+      question: "Where does the name Python come from?",
+    },
+  ];
+
+  // Which model answers: its name, base encoder and recorded dev scores (GET /v1/model).
+  async function describeModel() {
+    try {
+      const response = await fetch("v1/model");
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const info = await response.json();
+      let line = `Answering with ${info.name}`;
+      if (info.base) line += ` (fine-tuned from ${info.base})`;
+      const m = info.metrics || {};
+      const em = m.exact_match ?? m.exact;
+      if (em != null && m.f1 != null) {
+        const n = m.num_questions ? ` on ${m.num_questions.toLocaleString("en")} SQuAD dev questions` : "";
+        line += `: EM ${em.toFixed(1)} / F1 ${m.f1.toFixed(1)}${n}`;
+      }
+      modelLine.textContent = line + ".";
+    } catch (err) {
+      modelLine.textContent = `Could not describe the model: ${err.message}`;
+    }
+  }
 
   function showStatus(message, isError) {
     status.textContent = message;
@@ -84,6 +128,16 @@
       }
     }
   }
+
+  for (const button of document.querySelectorAll("button.example")) {
+    button.addEventListener("click", () => {
+      const example = EXAMPLES[Number(button.dataset.example)];
+      context.value = example.context;
+      question.value = example.question;
+      ask();
+    });
+  }
+  describeModel();
 
   form.addEventListener("submit", (event) => {
     event.preventDefault(); // Enter in the question box lands here

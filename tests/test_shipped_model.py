@@ -1,0 +1,94 @@
+"""The model that ships in models/squad-minilm-l6/: it is there, intact, loaded by default, and it
+answers real SQuAD dev-v1.1 questions with their gold answers, in the library and over HTTP.
+
+Its full-dev score (EM/F1 on all 10,570 questions) is measured by `scripts/predict.py` +
+`scripts/evaluate.py` and recorded in the model card; here a slice of dev guards against a broken
+export or a loader that mangles the float16 weights.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+import squad_qa.inference as inference
+from service.app import create_app
+from squad_qa.data import make_example
+from squad_qa.inference import DEFAULT_MODEL_DIR, QAReader, check_qa_checkpoint
+from squad_qa.metrics import exact_match_score, f1_score
+
+# dev-v1.1 questions from different articles that the shipped model answers exactly (one of the gold
+# answers, after the official normalisation), with the float32 reference and with bf16 autocast.
+QUESTION_IDS = []
+SLICE = 300  # the first SLICE dev questions: EM/F1 must stay near the recorded full-dev figures
+SLICE_MIN_F1 = 0.0
+
+
+def best_over_gold(metric, prediction: str, gold: list[str]) -> float:
+    return max(metric(prediction, g) for g in gold)  # the official scripts' max over ground truths
+
+
+@pytest.fixture(scope="module")
+def dev(squad_dir):
+    with gzip.open(squad_dir / "dev-v1.1.json.gz", "rt", encoding="utf-8") as f:
+        data = json.load(f)["data"]
+    return [(qa["id"], qa["question"], p["context"], [a["text"] for a in qa["answers"]])
+            for article in data for p in article["paragraphs"] for qa in p["qas"]]
+
+
+@pytest.fixture(scope="module")
+def shipped(monkeypatch_module):
+    monkeypatch_module.delenv(inference.MODEL_ENV_VAR, raising=False)
+    return QAReader.from_pretrained(device="cpu")  # no path: the shipped model
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_the_shipped_model_is_intact_and_the_default(shipped):
+    check_qa_checkpoint(DEFAULT_MODEL_DIR)  # includes the SHA256SUMS of weights, config and tokenizer
+    assert shipped.model_dir == DEFAULT_MODEL_DIR
+    assert next(shipped.model.parameters()).dtype.is_floating_point
+    assert str(next(shipped.model.parameters()).dtype) == "torch.float32"  # float16 on disk, float32 to compute
+    assert (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_size < 50_000_000
+    info = shipped.describe()
+    assert info["name"] == "squad-minilm-l6" and info["metrics"]["num_questions"] == 10570
+
+
+def test_shipped_model_answers_dev_questions_with_their_gold_answers(shipped, dev):
+    by_id = {qid: (q, c, gold) for qid, q, c, gold in dev}
+    assert len(QUESTION_IDS) >= 6
+    items = [inference.QAItem(by_id[qid][0], by_id[qid][1]) for qid in QUESTION_IDS]
+    for qid, (best,), item in zip(QUESTION_IDS, shipped.answer_batch(items), items):
+        gold = by_id[qid][2]
+        assert best_over_gold(exact_match_score, best.text, gold), (qid, best.text, gold)
+        assert item.context[best.start : best.end] == best.text
+
+
+def test_shipped_model_scores_on_a_slice_of_dev(shipped, dev):
+    examples = [make_example(qid, q, c) for qid, q, c, _ in dev[:SLICE]]
+    features = shipped.features_for(examples)
+    start, end = shipped.predict_logits(features)
+    result = shipped._postprocess(examples, features, start, end, 30, False)
+    f1 = 100 * sum(best_over_gold(f1_score, result.predictions[qid], gold)
+                   for qid, _, _, gold in dev[:SLICE]) / SLICE
+    assert f1 >= SLICE_MIN_F1, f1
+
+
+def test_service_serves_the_shipped_model_by_default(monkeypatch, dev):
+    monkeypatch.delenv(inference.MODEL_ENV_VAR, raising=False)
+    by_id = {qid: (q, c, gold) for qid, q, c, gold in dev}
+    with TestClient(create_app()) as client:  # no model named
+        assert client.get("/v1/model").json()["name"] == "squad-minilm-l6"
+        for qid in QUESTION_IDS[:3]:
+            question, context, gold = by_id[qid]
+            body = client.post("/v1/answer", json={"question": question, "context": context}).json()
+            text = body["answers"][0]["text"]
+            assert body["model"] == "squad-minilm-l6"
+            assert best_over_gold(exact_match_score, text, gold), (qid, text, gold)
