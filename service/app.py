@@ -31,6 +31,7 @@ from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batcher import MicroBatcher
@@ -139,22 +140,39 @@ class RequestIdMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a request whose Content-Length is over `max_body` bytes, before anything reads the
-    body, so an oversized request costs no parsing. Plain ASGI (no BaseHTTPMiddleware: that one
-    wraps every request in a task group and memory streams, a measurable cost per request)."""
+    """413 for a request body over `max_body` bytes. A Content-Length over the limit is refused before
+    anything reads the body, so it costs no parsing; a body without one (Transfer-Encoding: chunked)
+    is counted as it arrives and refused at the first chunk past the limit, so it is never held in
+    memory whole. Plain ASGI (no BaseHTTPMiddleware: that one wraps every request in a task group
+    and memory streams, a measurable cost per request)."""
 
     def __init__(self, app, max_body: int) -> None:
         self.app = app
         self.max_body = max_body
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:  # the server enforces Content-Length itself: no need to count
             if length.isdigit() and int(length) > self.max_body:
                 response = _error(Request(scope), 413, "payload_too_large",
                                   f"request body has {int(length)} bytes; the limit is {self.max_body}")
                 return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+            return await self.app(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:  # an HTTPException: FastAPI re-raises it as it is (not a 400)
+                    raise StarletteHTTPException(413, f"request body passed the limit of {self.max_body} "
+                                                      f"bytes (chunked, no Content-Length)")
+            return message
+
+        await self.app(scope, counted_receive, send)
 
 
 def _request_id(request: Request) -> str:
@@ -317,7 +335,9 @@ def create_app(model_dir: str | Path | None = None, *, reader: QAReader | None =
             await batcher.stop()
             app.state.batcher = None
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI with /docs and /redoc served from local copies of their scripts
+    # (default FastAPI loads them from a CDN: blank pages offline, and calls to outside hosts).
+    app = FastAPIOffline(
         title="squad-qa",
         summary="Extractive question answering (SQuAD-style) with micro-batched inference.",
         version=_version(),

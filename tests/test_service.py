@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 import squad_qa
 import squad_qa.data
 import squad_qa.inference as inference
-from service.app import STATIC_DIR, create_app, serve_main
+from service.app import STATIC_DIR, BodyLimitMiddleware, create_app, serve_main
 from squad_qa.inference import CheckpointError, QAReader
 
 UNICODE_CONTEXT = (
@@ -231,6 +231,17 @@ def test_internal_failure_gets_500_with_request_id_and_no_trace(client, monkeypa
     assert client.post("/v1/answer", json={"question": "Why?", "context": "Because."}).status_code == 200
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_nothing_from_other_hosts(client, page):
+    html = client.get(page).text
+    refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)', html) + re.findall(r"(?:url|spec-url)\s*:\s*['\"]([^'\"]+)", html)
+    assert refs, html[:500]
+    assert not [r for r in refs if re.match(r"(?i)(https?:)?//", r)], refs  # no CDN, no fonts from elsewhere
+    for ref in refs:
+        if ref.endswith((".js", ".css", ".png")):
+            assert client.get(ref).status_code == 200, ref
+
+
 def test_unknown_route_is_a_json_404(client):
     assert_error(client.get("/v2/nothing"), 404, "not_found")
 
@@ -393,3 +404,36 @@ def test_batches_wait_for_clients_just_answered_but_a_lone_client_never_waits():
     assert elapsed < 1.2, elapsed
     sizes, elapsed = asyncio.run(scenario(1, 10, 1000))
     assert sizes == [1] * 10 and elapsed < 3, (sizes, elapsed)  # waiting for company: 10 s and more
+
+
+def test_chunked_body_over_the_limit_is_refused_while_it_arrives(live_server):
+    """No Content-Length: the server counts the chunks and answers 413 at the first one past the
+    limit, long before the 200 MiB the client would send (it never holds the body whole)."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    base_url, app = live_server
+    limit = next(m.kwargs["max_body"] for m in app.user_middleware if m.cls is BodyLimitMiddleware)
+    url = urlsplit(base_url)
+    chunk = b"x" * (1 << 20)
+    sent, response = 0, b""
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/answer HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            while sent < 200 << 20:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+                if select.select([sock], [], [], 0)[0]:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(30)
+        while b"\r\n\r\n" not in response:
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+    assert response.startswith(b"HTTP/1.1 413"), response[:200]
+    assert sent < limit + (16 << 20), (sent, limit)
