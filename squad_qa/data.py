@@ -33,6 +33,11 @@ _WHITESPACE = " \t\r\n\u202f"
 _WORD_RE = re.compile(f"[^{_WHITESPACE}]+")
 
 
+# Largest JSON text read (after decompression): 30x SQuAD v1.1 train. json.loads needs about twice
+# the text in memory, so a bigger file would cost gigabytes before it could be refused as malformed.
+MAX_JSON_BYTES = 1 << 30
+
+
 class SquadFormatError(ValueError):
     """A SQuAD file that cannot be read as SQuAD; the message says where."""
 
@@ -88,13 +93,20 @@ def load_squad_json(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"SQuAD file not found: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
+    packed = " (gzip)" if opener is gzip.open else ""
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            obj = json.load(f)
+        with opener(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)  # capped: a small .gz can expand without bound
+        if len(raw) > MAX_JSON_BYTES:
+            raise SquadFormatError(f"{path}: over {MAX_JSON_BYTES:,} bytes of JSON{packed}; SQuAD files are "
+                                   f"far smaller (train-v1.1: 29.6 MB), so this is not one")
+        obj = json.loads(raw)
     except json.JSONDecodeError as e:
         raise SquadFormatError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise SquadFormatError(f"{path}: JSON nested too deeply to be a SQuAD file") from None
     except (UnicodeDecodeError, OSError, EOFError) as e:
-        raise SquadFormatError(f"{path}: cannot be read as UTF-8 JSON{' (gzip)' if opener is gzip.open else ''}: {e}") from None
+        raise SquadFormatError(f"{path}: cannot be read as UTF-8 JSON{packed}: {e}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         raise SquadFormatError(f"{path}: expected a JSON object with a 'data' list of articles")
     return obj
@@ -138,6 +150,7 @@ def read_squad_examples(
     skipped = [] if skipped is None else skipped
     n_skipped_before = len(skipped)
     seen_ids: set[str] = set()
+    bad_offsets: list[str] = []  # eval mode: questions kept although an answer_start is out of range
 
     for a_idx, article in enumerate(dataset):
         _expect(article, dict, f"{path}: article {a_idx}", "data[]")
@@ -183,7 +196,9 @@ def read_squad_examples(
                     if is_training:
                         skip(msg)
                         continue
-                    raise SquadFormatError(f"{where}: {msg}")
+                    # Prediction never reads answers and scoring reads only their text: keep the
+                    # question, count it, say so once below.
+                    bad_offsets.append(f"{qas_id!r} ({msg})")
 
                 ex = SquadExample(
                     qas_id=qas_id,
@@ -216,6 +231,10 @@ def read_squad_examples(
             "%s: skipped %d of %d questions (first: %s: %s)",
             path, n_skipped, n_skipped + len(examples), skipped[n_skipped_before].qas_id, skipped[n_skipped_before].reason,
         )
+    if bad_offsets:
+        logger.warning("%s: %d questions have an answer_start outside their context (first: %s); kept: "
+                       "prediction does not use answers and scoring uses only their text", path, len(bad_offsets),
+                       bad_offsets[0])
     logger.info("%s: read %d questions (%s mode)", path, len(examples), "training" if is_training else "eval")
     return examples
 

@@ -365,6 +365,8 @@ def read_json(path: str | Path) -> Any:
         raise EvaluationInputError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
         raise EvaluationInputError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise EvaluationInputError(f"{path}: JSON nested too deeply") from None
     except (OSError, UnicodeDecodeError) as e:  # e.g. gzip.BadGzipFile, a directory
         raise EvaluationInputError(f"{path}: cannot read ({e})") from None
 

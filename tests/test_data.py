@@ -96,10 +96,12 @@ def test_training_skips_and_counts_unrecoverable_answers(tmp_path, caplog):
     assert "skipped 4 of 5 questions" in caplog.text
 
 
-def test_eval_mode_raises_on_bad_offsets_and_empty_question(tmp_path):
-    path = _write(tmp_path, [_article([_qa("bad", answers=[{"text": "Paris", "answer_start": 99}])])])
-    with pytest.raises(SquadFormatError, match=r"article 0 \('France'\), question id 'bad'.*answer_start 99 outside"):
-        read_squad_examples(path, is_training=False)
+def test_eval_mode_keeps_bad_offsets_and_raises_on_empty_question(tmp_path, caplog):
+    # Prediction never reads answers and scoring only their text: the question is kept and counted.
+    path = _write(tmp_path, [_article([_qa("bad", answers=[{"text": "Paris", "answer_start": 99}]), _qa("ok")])])
+    examples = read_squad_examples(path, is_training=False)
+    assert [e.qas_id for e in examples] == ["bad", "ok"] and examples[0].answers[0]["text"] == "Paris"
+    assert "1 questions have an answer_start outside their context (first: 'bad' (answer_start 99" in caplog.text
     path = _write(tmp_path, [_article([_qa("blank", question="")])])
     with pytest.raises(SquadFormatError, match="question id 'blank': empty question"):
         read_squad_examples(path, is_training=False)
@@ -150,3 +152,19 @@ def test_real_dev_and_train_files(squad_dir):
     for e in train[:2000]:
         words = " ".join(e.doc_tokens[e.start_position:e.end_position + 1])
         assert " ".join(e.answer_text.split()) in words
+
+
+def test_deeply_nested_and_oversized_json_are_refused_in_one_line(tmp_path, monkeypatch):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(SquadFormatError, match="deep.json: JSON nested too deeply"):
+        read_squad_examples(deep, is_training=False)
+    import squad_qa.data as data
+
+    monkeypatch.setattr(data, "MAX_JSON_BYTES", 1000)
+    bomb = tmp_path / "bomb.json.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(b" " * 5000)  # 5,000 bytes of JSON from a ~40-byte file
+    assert bomb.stat().st_size < 100
+    with pytest.raises(SquadFormatError, match=r"bomb.json.gz: over 1,000 bytes of JSON \(gzip\)"):
+        read_squad_examples(bomb, is_training=False)

@@ -631,3 +631,18 @@ def test_malformed_dataset(tiny, capsys):
     )
     assert metrics.main([str(tiny["dir"] / "absent.json"), preds]) == 2
     assert "absent.json" in capsys.readouterr().err
+
+
+def test_deeply_nested_files_are_one_line_errors(tmp_path, capsys):
+    from squad_qa.metrics import main as evaluate_main
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    good = tmp_path / "preds.json"
+    good.write_text("{}")
+    assert evaluate_main([str(deep), str(good)]) == 2
+    assert "deep.json: JSON nested too deeply" in capsys.readouterr().err
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"version": "1.1", "data": []}))
+    assert evaluate_main([str(data), str(deep)]) == 2
+    assert "deep.json: JSON nested too deeply" in capsys.readouterr().err
