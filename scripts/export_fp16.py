@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from squad_qa.inference import file_sha256, write_checksums  # noqa: E402
+from squad_qa.checkpoint import file_sha256, write_checksums  # noqa: E402
 
 RUN_INFO_FILE = "squad_qa.json"
 

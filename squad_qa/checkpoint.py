@@ -4,7 +4,12 @@ A ``checkpoint-<step>/`` folder holds the model (raw weights, safetensors) and t
 ``optimizer.pt``, ``scheduler.pt`` [``swa_scheduler.pt``, ``scaler.pt``, ``averaged.safetensors``],
 ``rng_state_<rank>.pt`` and ``trainer_state.json`` (written last). It is filled under a temporary name
 and renamed into place in one step, so a kill during a save never leaves a half-written checkpoint
-that looks complete; a folder without ``trainer_state.json`` is never used.
+that looks complete; a folder without ``trainer_state.json`` is never used. ``SHA256SUMS`` (written
+just before ``trainer_state.json``) lists every other file with its sha256: resuming checks it, so a
+truncated or overwritten file is found before it is loaded, and ``latest`` falls back to the newest
+checkpoint that is intact. Old checkpoints are renamed to a temporary name before they are deleted,
+so a kill during the deletion leaves garbage that the next start removes, never a partial checkpoint.
+Checkpoints written before SHA256SUMS existed still resume (they are checked for their files only).
 
 The ``.pt`` files hold tensors and plain Python values only and are read with
 ``torch.load(..., weights_only=True)``: nothing is unpickled.
@@ -12,6 +17,7 @@ The ``.pt`` files hold tensors and plain Python values only and are read with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,8 +41,61 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
 RUN_INFO_FILE = "squad_qa.json"
+CHECKSUMS_FILE = "SHA256SUMS"  # `sha256sum` format: checkpoints and the shipped model folder
+# What every checkpoint has, whatever the tricks (trainer_state.json last of all).
+REQUIRED_FILES = ("config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
 
 
+class ChecksumError(ValueError):
+    """A file of a folder is missing or differs from the folder's SHA256SUMS; the message names it."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checksums(path: Path, names: list[str] | tuple[str, ...]) -> Path:
+    """Record the sha256 of ``names`` (files in ``path``) in ``path/SHA256SUMS``."""
+    out = path / CHECKSUMS_FILE
+    out.write_text("".join(f"{file_sha256(path / n)}  {n}\n" for n in names), encoding="utf-8")
+    return out
+
+
+def verify_checksums(path: Path) -> bool:
+    """Check every file listed in ``path/SHA256SUMS``; False when there is no such file (nothing to
+    check), ChecksumError naming the first file that is missing or differs. ~1 s per 300 MB."""
+    sums = path / CHECKSUMS_FILE
+    if not sums.is_file():
+        return False
+    for n, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if not name or len(digest) != 64:
+            raise ChecksumError(f"{sums}, line {n}: not a `sha256sum` line: {line[:80]!r}")
+        target = path / name.strip()
+        if not target.is_file():
+            raise ChecksumError(f"{path}: {name.strip()} is missing (listed in {CHECKSUMS_FILE})")
+        if file_sha256(target) != digest:
+            raise ChecksumError(f"{target} is damaged: its sha256 differs from {CHECKSUMS_FILE}'s")
+    return True
+
+
+def check_checkpoint(ckpt: Path) -> None:
+    """Raise ChecksumError (one line, naming the file) unless ``ckpt`` has every file it needs, intact."""
+    missing = [n for n in REQUIRED_FILES if not (ckpt / n).is_file()]
+    if missing:
+        raise ChecksumError(f"{ckpt} is incomplete: no {', '.join(missing)}")
+    verify_checksums(ckpt)
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+        TrainState(**state)
+    except (OSError, ValueError, TypeError) as e:
+        raise ChecksumError(f"{ckpt / 'trainer_state.json'} is damaged ({type(e).__name__}: {e})") from None
 
 
 @dataclass
@@ -77,9 +136,18 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=_checkpoint_step)
 
 
-def find_latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = list_checkpoints(output_dir)
-    return ckpts[-1] if ckpts else None
+def find_latest_checkpoint(output_dir: Path, verify: bool = False) -> Path | None:
+    """The newest checkpoint; with ``verify``, the newest that passes ``check_checkpoint`` (a damaged
+    one is skipped with a warning that says why)."""
+    for ckpt in reversed(list_checkpoints(output_dir)):
+        if not verify:
+            return ckpt
+        try:
+            check_checkpoint(ckpt)
+            return ckpt
+        except ChecksumError as e:
+            logger.warning("not resuming from %s: %s", ckpt.name, e)
+    return None
 
 
 def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -174,28 +242,46 @@ def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tok
 
             save_file({k: v.detach().clone().contiguous().cpu() for k, v in averaged_state_dict(averaged).items()},
                       str(tmp / "averaged.safetensors"))
+        write_checksums(tmp, sorted(p.name for p in tmp.iterdir() if p.is_file()))
         (tmp / "trainer_state.json").write_text(json.dumps(state.to_json(), indent=2) + "\n")
         commit_dir(tmp, final)
         if save_total_limit > 0:
             for old in list_checkpoints(output_dir)[:-save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+                # Renamed first: a kill during the deletion leaves a .tmp- folder (removed at the next
+                # start), never a checkpoint-N with some of its files gone.
+                doomed = old.parent / f"{TMP_PREFIX}del-{old.name}"
+                os.replace(old, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
         logger.info("saved %s", final)
     rt.barrier()
     return final
 
 
 def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler, averaged) -> TrainState:
+    """Load a checkpoint into the given objects, after ``check_checkpoint``; a file that still fails to
+    load is a ChecksumError naming it."""
     from safetensors.torch import load_file
 
-    state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
-    # weights_only: the checkpoint holds tensors and plain python values only; never unpickle arbitrary objects.
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    if scaler is not None and scaler.is_enabled() and (ckpt / "scaler.pt").is_file():
-        scaler.load_state_dict(torch.load(ckpt / "scaler.pt", weights_only=True))
-    if averaged is not None:
-        load_averaged_state_dict(averaged, load_file(str(ckpt / "averaged.safetensors"), device=str(rt.device)))
+    check_checkpoint(ckpt)
+    current = ckpt / "trainer_state.json"
+    try:
+        state = TrainState(**json.loads(current.read_text()))
+        current = ckpt / "model.safetensors"
+        model.load_state_dict(load_file(str(current)), strict=True)
+        # weights_only: the checkpoint holds tensors and plain python values only; never unpickle arbitrary objects.
+        current = ckpt / "optimizer.pt"
+        optimizer.load_state_dict(torch.load(current, weights_only=True, map_location="cpu"))
+        current = ckpt / "scheduler.pt"
+        scheduler.load_state_dict(torch.load(current, weights_only=True))
+        current = ckpt / "scaler.pt"
+        if scaler is not None and scaler.is_enabled() and current.is_file():
+            scaler.load_state_dict(torch.load(current, weights_only=True))
+        current = ckpt / "averaged.safetensors"
+        if averaged is not None:
+            load_averaged_state_dict(averaged, load_file(str(current), device=str(rt.device)))
+    except Exception as e:  # SafetensorError, pickle/zip errors from torch.load, shape mismatches, OSError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ChecksumError(f"{current} does not load ({type(e).__name__}: {first[:200]})") from None
     return state
 
 

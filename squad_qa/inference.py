@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -44,6 +43,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 import squad_qa
+from squad_qa.checkpoint import ChecksumError, verify_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ MODEL_ENV_VAR = "SQUAD_QA_MODEL"
 TRAINING_RECORD = "squad_qa.json"  # written next to the weights by the training loop
 QA_HEAD_KEYS = ("qa_outputs.weight", "qa_outputs.bias")
 
-CHECKSUMS_FILE = "SHA256SUMS"  # `sha256sum` format; written by scripts/export_fp16.py, checked on load
 # Where `serve` / `predict.py` look for models the user has already trained (when the shipped one is missing).
 RUN_ROOTS = (Path("runs"), Path.home() / "squad-runs")
 
@@ -353,43 +352,6 @@ def _weight_files(path: Path) -> list[Path]:
     return []
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_checksums(path: Path, names: Sequence[str]) -> Path:
-    """Record the sha256 of ``names`` (files in ``path``) in ``path/SHA256SUMS``, `sha256sum` format."""
-    out = path / CHECKSUMS_FILE
-    out.write_text("".join(f"{file_sha256(path / n)}  {n}\n" for n in names), encoding="utf-8")
-    return out
-
-
-def verify_checksums(path: Path) -> None:
-    """Check every file listed in ``path/SHA256SUMS`` (if there is one): a truncated or overwritten
-    weight file must not load as a model that answers differently. ~0.1 s for 45 MB."""
-    sums = path / CHECKSUMS_FILE
-    if not sums.is_file():
-        return
-    for n, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        digest, _, name = line.partition("  ")
-        if not name or len(digest) != 64:
-            raise CheckpointError(f"{sums}, line {n}: not a `sha256sum` line: {line[:80]!r}")
-        target = path / name.strip()
-        if not target.is_file():
-            raise CheckpointError(f"{path}: {name.strip()} is missing (listed in {CHECKSUMS_FILE})")
-        if file_sha256(target) != digest:
-            raise CheckpointError(
-                f"{target} is damaged: its sha256 differs from {CHECKSUMS_FILE}'s "
-                f"(restore the folder, e.g. `git checkout -- {path}`)"
-            )
-
-
 def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
     """Refuse anything but a fine-tuned QA checkpoint, with a one-line CheckpointError that says
     what is wrong (``e.hint``: whether ``train_hint()`` should follow it).
@@ -408,7 +370,10 @@ def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
     files = _weight_files(path)
     if not files:
         raise CheckpointError(f"{path} has no model.safetensors (pickled .bin weights are never loaded)", hint=hint)
-    verify_checksums(path)
+    try:  # SHA256SUMS (the shipped model has one, written by scripts/export_fp16.py)
+        verify_checksums(path)
+    except ChecksumError as e:
+        raise CheckpointError(f"{e} (restore the folder, e.g. `git checkout -- {path}`)") from None
     try:
         if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
             raise ValueError("not a JSON object")

@@ -49,8 +49,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import squad_qa
-from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, TMP_PREFIX, TrainState, atomic_dir,
-                                 commit_dir, find_latest_checkpoint, load_checkpoint,
+from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, TMP_PREFIX, ChecksumError, TrainState,
+                                 atomic_dir, check_checkpoint, commit_dir, find_latest_checkpoint, load_checkpoint,
                                  restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.data import SquadFormatError
 from squad_qa.averaging import averaged_module
@@ -778,6 +778,7 @@ class Trainer:
 
     def resume(self, ckpt: Path) -> None:
         rt = self.rt
+        check_checkpoint(ckpt)  # every file there and intact (SHA256SUMS), before anything is read
         saved = json.loads((ckpt / "trainer_state.json").read_text())
         # Everything that decides the batch order: a mismatch would replay some data and skip the rest.
         for key in ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
@@ -1095,8 +1096,11 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             trainer = Trainer(args, rt, model, tokenizer, train_features, step_eval, output_dir)
             trainer.setup()
             if args.resume_from_checkpoint is not None:
-                ckpt = (find_latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest"
+                ckpt = (find_latest_checkpoint(output_dir, verify=True) if args.resume_from_checkpoint == "latest"
                         else Path(args.resume_from_checkpoint))
+                if ckpt is None:
+                    raise UsageError(f"--resume_from_checkpoint latest: every {CHECKPOINT_PREFIX}* folder in "
+                                     f"{output_dir} is damaged (see the warnings above)")
                 trainer.resume(ckpt)
             else:
                 set_seed(args.seed + rt.rank)
@@ -1149,7 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
     except SquadFormatError as e:
         logger.error("bad SQuAD file: %s", e)
         return 2
-    except CheckpointError as e:
+    except (CheckpointError, ChecksumError) as e:
         logger.error("%s", e)
         return 2
     except NonFiniteLossError as e:

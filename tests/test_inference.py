@@ -15,8 +15,8 @@ from transformers import AutoTokenizer
 
 import squad_qa
 from squad_qa import inference
-from squad_qa.inference import (CheckpointError, Float32Linear, QAItem, QAReader, check_qa_checkpoint, main,
-                                write_checksums)
+from squad_qa.checkpoint import write_checksums
+from squad_qa.inference import CheckpointError, Float32Linear, QAItem, QAReader, check_qa_checkpoint, main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -7,6 +7,7 @@ checkpoints and the files written are what a user gets.
 from __future__ import annotations
 
 import json
+import shutil
 import logging
 import os
 import signal
@@ -359,6 +360,49 @@ def test_killed_run_resumes_to_the_same_weights(tiny_qa_checkpoint, tmp_path):
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 11))
     ckpts = sorted(p.name for p in killed.glob("checkpoint-[0-9]*") if (p / "trainer_state.json").exists())
     assert ckpts == ["checkpoint-6", "checkpoint-9"]  # --save_total_limit 2
+
+
+def test_damaged_checkpoints_are_named_and_latest_falls_back_to_an_intact_one(tiny_qa_checkpoint, tmp_path, caplog):
+    out = tmp_path / "run"
+    common = ["--save_steps", "1", "--max_steps", "5"]
+    assert main(run_args(tiny_qa_checkpoint, out, *common, "--stop_after_steps", "3")) == 0
+    c2, c3 = out / "checkpoint-2", out / "checkpoint-3"
+    assert "model.safetensors" in (c3 / "SHA256SUMS").read_text()
+    # zeros inside the weights: the safetensors header is intact, only the checksum sees it
+    st = c3 / "model.safetensors"
+    data = bytearray(st.read_bytes())
+    data[-2048:] = bytes(2048)
+    st.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(run_args(tiny_qa_checkpoint, out, *common, "--resume_from_checkpoint", str(c3))) == 2
+    assert f"{st} is damaged: its sha256 differs" in caplog.text
+    # a checkpoint that lost files (a kill while it was being deleted, before the rename-first fix)
+    partial = out / "checkpoint-4"
+    partial.mkdir()
+    for name in ("config.json", "model.safetensors", "trainer_state.json"):
+        shutil.copy(c2 / name, partial / name)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="squad_qa"):
+        assert main(run_args(tiny_qa_checkpoint, out, *common, "--resume_from_checkpoint", "latest")) == 0
+    assert "not resuming from checkpoint-4" in caplog.text and "incomplete: no optimizer.pt" in caplog.text
+    assert "not resuming from checkpoint-3" in caplog.text
+    assert "resumed from " + str(c2) in caplog.text
+    assert (out / "model.safetensors").is_file()
+
+
+def test_broken_trainer_state_and_old_checkpoints_without_checksums(tiny_qa_checkpoint, tmp_path, caplog):
+    out = tmp_path / "run"
+    common = ["--save_steps", "2", "--max_steps", "4"]
+    assert main(run_args(tiny_qa_checkpoint, out, *common, "--stop_after_steps", "2")) == 0
+    ckpt = out / "checkpoint-2"
+    (ckpt / "SHA256SUMS").unlink()  # as written before checksums existed: still resumes
+    good = (ckpt / "trainer_state.json").read_text()
+    (ckpt / "trainer_state.json").write_text(good[: len(good) // 2])
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(run_args(tiny_qa_checkpoint, out, *common, "--resume_from_checkpoint", str(ckpt))) == 2
+    assert "trainer_state.json is damaged (JSONDecodeError" in caplog.text
+    (ckpt / "trainer_state.json").write_text(good)
+    assert main(run_args(tiny_qa_checkpoint, out, *common, "--resume_from_checkpoint", str(ckpt))) == 0
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_qa_checkpoint, tmp_path, caplog):
