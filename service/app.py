@@ -34,7 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batcher import MicroBatcher
+from service.batcher import DeadlineExceeded, MicroBatcher, QueueFull, ServiceStopping
 from service.schemas import (
     AnswerRequest,
     AnswerResponse,
@@ -74,6 +74,13 @@ class ServiceSettings:
     # Larger bodies are refused by Content-Length before the JSON is read (413). None: the largest
     # body the other limits allow (max_batch_items contexts of max_context_chars 4-byte characters).
     max_body_bytes: int | None = None
+    # Work per request, in windows (max_seq_length tokens each; ~30-40 windows/s on 2 CPU cores in
+    # bf16): more in one request gets 413, whatever its characters.
+    max_request_windows: int = 128
+    max_batch_windows: int = 128  # windows per model call: what a small request can wait behind
+    max_queued_windows: int = 2048  # queue budget: a request that does not fit gets 429 + Retry-After
+    request_timeout_s: float = 60.0  # still queued after this: dropped, 504
+    shutdown_grace_s: float = 10.0  # on SIGTERM: open connections get this long, then they are closed
 
 
 class PayloadTooLarge(Exception):
@@ -185,7 +192,8 @@ def _error(request: Request, status: int, error: str, message: str, detail: list
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers={"X-Request-ID": rid})
 
 
-_STATUS_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 503: "unavailable"}
+_STATUS_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 503: "unavailable",
+                 504: "timeout"}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -204,9 +212,29 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
         return _error(request, 413, "payload_too_large", exc.message)
 
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        response = _error(request, 429, "queue_full", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    @app.exception_handler(DeadlineExceeded)
+    async def _deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
+        return _error(request, 504, "timeout", str(exc))
+
+    @app.exception_handler(ServiceStopping)
+    async def _stopping(request: Request, exc: ServiceStopping) -> JSONResponse:
+        response = _error(request, 503, "unavailable", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(request, exc.status_code, _STATUS_NAMES.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone) -> JSONResponse:
+        return _error(request, 499, "client_closed_request", "the client disconnected before the answer")
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -230,6 +258,38 @@ def _check_sizes(items: Sequence[AnswerRequest], settings: ServiceSettings, batc
             )
 
 
+async def _price(items: list[QAItem], reader: QAReader, settings: ServiceSettings) -> int:
+    """The request's windows (413 over the limit). Tokenising a long context takes milliseconds:
+    then on a thread, so the event loop stays free."""
+    if sum(len(it.context) for it in items) > 20_000:
+        counts = await asyncio.to_thread(reader.count_windows, items)
+    else:
+        counts = reader.count_windows(items)
+    total = sum(counts)
+    if total > settings.max_request_windows:
+        raise PayloadTooLarge(
+            f"the request needs {total} windows of {reader.max_seq_length} tokens; the limit is "
+            f"{settings.max_request_windows} per request (send shorter contexts, or fewer items per batch)"
+        )
+    return total
+
+
+async def _answer(request: Request, batcher: MicroBatcher, items: list[QAItem], windows: int):
+    """batcher.submit, abandoned (and its work dropped from the queue) if the client disconnects."""
+    task = asyncio.ensure_future(batcher.submit(items, windows))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()  # cancels the batcher's future: the request is skipped when its turn comes
+            raise ClientGone
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
 def _to_item(r: AnswerRequest) -> QAItem:
     return QAItem(r.question, r.context, r.top_k, r.max_answer_length, r.handle_impossible)
 
@@ -250,40 +310,57 @@ def _install_routes(app: FastAPI) -> None:
         reader = getattr(request.app.state, "reader", None)
         loaded = reader is not None and batcher is not None and batcher.running
         name = reader.name if reader is not None else None
-        body = HealthResponse(status="ok" if loaded else "loading", model_loaded=loaded, model=name)
+        body = HealthResponse(status="ok" if loaded else "loading", model_loaded=loaded, model=name,
+                              queued_requests=batcher.queued_requests if batcher else 0,
+                              queued_windows=batcher.queued_windows if batcher else 0)
         if not loaded:
             return JSONResponse(body.model_dump(), status_code=503)
         return body
 
     @app.get("/v1/model", response_model=ModelInfo, tags=["model"])
-    async def model_info(reader: ReaderDep, settings: SettingsDep) -> ModelInfo:
-        """The loaded checkpoint: name, base encoder, window geometry, recorded metrics."""
+    async def model_info(reader: ReaderDep, settings: SettingsDep, batcher: BatcherDep) -> ModelInfo:
+        """The loaded checkpoint (name, base encoder, window geometry, recorded metrics), the
+        server's limits and its queue right now."""
         return ModelInfo(
             **reader.describe(),
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_context_chars=settings.max_context_chars,
             max_batch_items=settings.max_batch_items,
+            max_request_windows=settings.max_request_windows,
+            max_batch_windows=settings.max_batch_windows,
+            max_queued_windows=settings.max_queued_windows,
+            request_timeout_s=settings.request_timeout_s,
+            queued_requests=batcher.queued_requests,
+            queued_windows=batcher.queued_windows,
         )
 
+    retry_after = {"Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}}
     error_responses: dict[int | str, dict[str, Any]] = {
-        413: {"model": ErrorBody, "description": "Context or batch over the server's limit"},
+        413: {"model": ErrorBody, "description": "Body, context, batch or work (windows) over the server's limit"},
         422: {"model": ErrorBody, "description": "Malformed JSON, empty question/context, bad option"},
+        429: {"model": ErrorBody, "headers": retry_after,
+              "description": "The queue is full (its budget of windows): try again after Retry-After seconds"},
         500: {"model": ErrorBody, "description": "Internal error (details in the server log under request_id)"},
+        503: {"model": ErrorBody, "headers": retry_after, "description": "The service is starting or stopping"},
+        504: {"model": ErrorBody, "description": "The request waited longer than the server's request timeout"},
     }
 
     @app.post("/v1/answer", response_model=AnswerResponse, responses=error_responses, tags=["answer"])
-    async def answer(req: AnswerRequest, batcher: BatcherDep, settings: SettingsDep, reader: ReaderDep) -> AnswerResponse:
+    async def answer(req: AnswerRequest, request: Request, batcher: BatcherDep, settings: SettingsDep,
+                     reader: ReaderDep) -> AnswerResponse:
         """Extract the answer to `question` from `context` (character offsets into `context`)."""
         t0 = time.perf_counter()
         _check_sizes([req], settings, batch=False)
-        (answers,) = await batcher.submit([_to_item(req)])
+        items = [_to_item(req)]
+        (answers,) = await _answer(request, batcher, items, await _price(items, reader, settings))
         return AnswerResponse(answers=_spans(answers), model=reader.name,
                               took_ms=round(1000 * (time.perf_counter() - t0), 3))
 
     @app.post("/v1/answer/batch", response_model=BatchAnswerResponse, responses=error_responses, tags=["answer"])
     async def answer_batch(
         reqs: Annotated[list[AnswerRequest], Body(min_length=1, description="Questions, answered in order")],
+        request: Request,
         batcher: BatcherDep,
         settings: SettingsDep,
         reader: ReaderDep,
@@ -291,7 +368,8 @@ def _install_routes(app: FastAPI) -> None:
         """Answer a list of (question, context) items in one go; results come back in order."""
         t0 = time.perf_counter()
         _check_sizes(reqs, settings, batch=True)
-        results = await batcher.submit([_to_item(r) for r in reqs])
+        items = [_to_item(r) for r in reqs]
+        results = await _answer(request, batcher, items, await _price(items, reader, settings))
         took = round(1000 * (time.perf_counter() - t0), 3)
         name = reader.name
         return BatchAnswerResponse(
@@ -325,7 +403,9 @@ def create_app(model_dir: str | Path | None = None, *, reader: QAReader | None =
             except CheckpointError as e:
                 logger.error("cannot serve %s: %s", path, e)
                 raise
-        batcher = MicroBatcher(loaded, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
+        batcher = MicroBatcher(loaded, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
+                               max_batch_windows=cfg.max_batch_windows, max_queued_windows=cfg.max_queued_windows,
+                               request_timeout_s=cfg.request_timeout_s)
         await batcher.start()
         app.state.reader, app.state.batcher = loaded, batcher
         logger.info("serving %s (%s)", loaded.describe()["name"], loaded.model_dir)
@@ -397,6 +477,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="windows per forward pass")
     p.add_argument("--max_context_chars", "--max-context-chars", type=int, default=d.max_context_chars)
     p.add_argument("--max_batch_items", "--max-batch-items", type=int, default=d.max_batch_items)
+    p.add_argument("--max_request_windows", "--max-request-windows", type=int, default=d.max_request_windows,
+                   help="most windows (max_seq_length tokens each) one request may need (413 above)")
+    p.add_argument("--max_batch_windows", "--max-batch-windows", type=int, default=d.max_batch_windows,
+                   help="most windows per model call")
+    p.add_argument("--max_queued_windows", "--max-queued-windows", type=int, default=d.max_queued_windows,
+                   help="queue budget in windows (429 with Retry-After above)")
+    p.add_argument("--request_timeout_s", "--request-timeout-s", type=float, default=d.request_timeout_s,
+                   help="a request still queued after this many seconds gets 504")
+    p.add_argument("--shutdown_grace_s", "--shutdown-grace-s", type=float, default=d.shutdown_grace_s,
+                   help="on SIGTERM, how long open connections may take before they are closed")
     p.add_argument("--log_level", "--log-level", default="info")
     return p
 
@@ -424,7 +514,14 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         model_batch_size=args.model_batch_size,
         max_context_chars=args.max_context_chars,
         max_batch_items=args.max_batch_items,
+        max_request_windows=args.max_request_windows,
+        max_batch_windows=args.max_batch_windows,
+        max_queued_windows=args.max_queued_windows,
+        request_timeout_s=args.request_timeout_s,
     )
-    uvicorn.run(application, host=args.host, port=args.port, log_level=args.log_level)
+    # timeout_graceful_shutdown: on SIGTERM uvicorn stops accepting and waits for open connections;
+    # a client holding a half-sent body would hold the exit for as long as it likes without it.
+    uvicorn.run(application, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=args.shutdown_grace_s)
     return 0
 

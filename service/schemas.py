@@ -73,6 +73,8 @@ class HealthResponse(BaseModel):
     status: str
     model_loaded: bool
     model: str | None = None
+    queued_requests: int = Field(0, description="Requests waiting for a model call.")
+    queued_windows: int = Field(0, description="Their work, in windows (max_seq_length tokens each).")
 
 
 class ModelInfo(BaseModel):
@@ -92,6 +94,12 @@ class ModelInfo(BaseModel):
     max_wait_ms: float
     max_context_chars: int
     max_batch_items: int
+    max_request_windows: int = Field(description="Most windows one request may need (413 above).")
+    max_batch_windows: int = Field(description="Most windows per model call.")
+    max_queued_windows: int = Field(description="Queue budget in windows (429 with Retry-After above).")
+    request_timeout_s: float = Field(description="A request still queued after this long gets 504.")
+    queued_requests: int = Field(description="Requests waiting for a model call now.")
+    queued_windows: int = Field(description="Their work, in windows.")
 
 
 class ErrorBody(BaseModel):

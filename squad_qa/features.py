@@ -203,6 +203,25 @@ def context_room(max_seq_length: int, query_len: int) -> int:
     return max_seq_length - query_len - 3
 
 
+def count_windows(n_pieces: int, query_len: int, max_seq_length: int, doc_stride: int) -> int:
+    """Windows a context of ``n_pieces`` word pieces is cut into next to a ``query_len``-piece question:
+    they start at 0, stride, 2*stride, ... until one reaches the end of the context."""
+    if n_pieces <= 0:
+        return 0
+    return 1 + max(0, -(-(n_pieces - context_room(max_seq_length, query_len)) // doc_stride))
+
+
+def windows_needed(tokenizer, questions: list[str], contexts: list[str], max_seq_length: int = 384,
+                   doc_stride: int = 128, max_query_length: int = 64) -> list[int]:
+    """How many windows each (question, context) pair becomes, without building them: two batched
+    Rust-tokenizer calls (the service prices a request with it before queueing it)."""
+    backend = _backend(tokenizer)
+    queries = backend.encode_batch_fast(list(questions), add_special_tokens=False)
+    docs = backend.encode_batch_fast(list(contexts), add_special_tokens=False)
+    return [count_windows(len(d.ids), min(len(q.ids), max_query_length), max_seq_length, doc_stride)
+            for q, d in zip(queries, docs)]
+
+
 def validate_feature_params(
     max_seq_length: int, doc_stride: int, max_query_length: int, max_positions: int | None = None
 ) -> None:
@@ -447,9 +466,7 @@ def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, 
     for e, ex in enumerate(examples):
         n = len(docs[doc_of_example[e]].ids)
         room = context_room(max_seq_length, len(queries[e]))
-        # Windows start at 0, stride, 2*stride, ... until one reaches the end of the context.
-        count = 1 + max(0, -(-(n - room) // doc_stride)) if n > 0 else 0
-        starts = np.arange(count) * doc_stride
+        starts = np.arange(count_windows(n, len(queries[e]), max_seq_length, doc_stride)) * doc_stride
         lengths = np.minimum(n - starts, room)
         plans.append((starts, lengths))
     empty = sum(1 for s, _ in plans if len(s) == 0)

@@ -658,6 +658,13 @@ class QAReader:
             show_progress=show_progress,
         )
 
+    def count_windows(self, items: Sequence[QAItem]) -> list[int]:
+        """Windows each item's context becomes (what answering it costs), without building them."""
+        from squad_qa.features import windows_needed
+
+        return windows_needed(self.tokenizer, [it.question for it in items], [it.context for it in items],
+                              self.max_seq_length, self.doc_stride, self.max_query_length)
+
     @torch.inference_mode()
     def predict_logits(self, features, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Start/end logits ``[N, L]`` for every window (positions past a window's seq_len are

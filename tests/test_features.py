@@ -286,3 +286,19 @@ def test_real_dev_and_train_match_run_squad_reference(tok, squad_dir):
     train = read_squad_examples(squad_dir / "train-v1.1.json.gz", is_training=True)[:300]
     train_feats = convert_examples_to_features(train, tok, 256, 64, 64, is_training=True, show_progress=False)
     assert_same_as_reference(train, train_feats, tok, 256, 64, 64, True)
+
+
+def test_windows_needed_counts_the_windows_conversion_builds(tok):
+    tokenizer = tok
+    from squad_qa.data import make_example
+    from squad_qa.features import convert_examples_to_features, windows_needed
+
+    filler = "The committee met again on Tuesday and discussed the budget at length, café 🎉 北京. "
+    pairs = [("Who?", "Ann met Bob."), ("What did the committee discuss " * 9 + "?", filler * 40),
+             ("Where?", filler * 7), ("When?", " \u200b ")]
+    for geometry in ((384, 128, 64), (96, 32, 16)):
+        counts = windows_needed(tokenizer, [q for q, _ in pairs], [c for _, c in pairs], *geometry)
+        features = convert_examples_to_features([make_example(str(i), q, c) for i, (q, c) in enumerate(pairs)],
+                                                tokenizer, *geometry, is_training=False)
+        built = np.bincount(np.asarray(features.example_index), minlength=len(pairs)).tolist()
+        assert counts == built and counts[1] > 3, (geometry, counts, built)

@@ -52,12 +52,14 @@ def assert_error(r: httpx.Response, status: int, error: str, message: str | None
 
 
 def test_health_and_model(client, tiny_qa_checkpoint):
-    assert client.get("/health").json() == {"status": "ok", "model_loaded": True, "model": tiny_qa_checkpoint.name}
+    assert client.get("/health").json() == {"status": "ok", "model_loaded": True, "model": tiny_qa_checkpoint.name,
+                                            "queued_requests": 0, "queued_windows": 0}
     info = client.get("/v1/model").json()
     assert info["name"] == tiny_qa_checkpoint.name and info["architecture"] == "BertForQuestionAnswering"
     assert (info["max_seq_length"], info["doc_stride"], info["max_query_length"]) == (384, 128, 64)
     assert info["metrics"] is None  # no squad_qa.json: nothing is made up
     assert info["max_context_chars"] == 5000 and info["max_batch_items"] == 4
+    assert info["max_request_windows"] == 128 and (info["queued_requests"], info["queued_windows"]) == (0, 0)
     # the service's default compute dtype: bfloat16 where this CPU has it natively, else float32
     assert info["dtype"] == ("bfloat16" if inference.has_native_bf16("cpu") else "float32")
     assert info["quantized"] is None
@@ -361,8 +363,8 @@ def test_stopping_the_batcher_answers_every_waiting_request():
         assert not pending, "a request was left waiting after stop()"
         return [type(t.exception()).__name__ if t.exception() else "ok" for t in tasks]
 
-    assert asyncio.run(scenario(5000, 1, 0.05)) == ["RuntimeError"]  # stopped while gathering
-    assert "RuntimeError" in asyncio.run(scenario(50, 3, 0.35))  # stopped during the one-by-one retry
+    assert asyncio.run(scenario(5000, 1, 0.05)) == ["ServiceStopping"]  # stopped while gathering (503)
+    assert "ServiceStopping" in asyncio.run(scenario(50, 3, 0.35))  # stopped during the one-by-one retry
 
 
 def test_batches_wait_for_clients_just_answered_but_a_lone_client_never_waits():
@@ -437,3 +439,110 @@ def test_chunked_body_over_the_limit_is_refused_while_it_arrives(live_server):
             response += data
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
     assert sent < limit + (16 << 20), (sent, limit)
+
+
+# ------------------------------------------------------------------------------ bounded work
+
+
+def test_work_over_the_window_budget_gets_413(tiny_qa_checkpoint):
+    with TestClient(create_app(tiny_qa_checkpoint, max_request_windows=3)) as c:
+        long = "The ferry leaves the pier at noon and returns in the evening. " * 60  # ~7 windows
+        r = c.post("/v1/answer", json={"question": "When?", "context": long})
+        assert_error(r, 413, "payload_too_large", r"the request needs \d+ windows of 384 tokens; the limit is 3")
+        items = [{"question": "When?", "context": long[:600]}] * 4  # 1 window each: 4 > 3
+        assert_error(c.post("/v1/answer/batch", json=items), 413, "payload_too_large", "needs 4 windows")
+        assert c.post("/v1/answer", json={"question": "When?", "context": long[:600]}).status_code == 200
+
+
+def test_full_queue_gets_429_with_retry_after_and_late_requests_504(tiny_qa_checkpoint):
+    base = QAReader.from_pretrained(tiny_qa_checkpoint)
+    reader = SlowReader(base.model, base.tokenizer, model_dir=tiny_qa_checkpoint)
+    body = {"question": "Who?", "context": "Ann met Bob in Zürich."}  # 1 window
+    app = create_app(reader=reader, max_batch_size=1, max_queued_windows=2, request_timeout_s=0.6)
+    with TestClient(app) as c, ThreadPoolExecutor(6) as pool:
+        futures = []
+        for _ in range(5):
+            futures.append(pool.submit(c.post, "/v1/answer", json=body))
+            time.sleep(0.05)  # in order: 1 runs (0.4 s), 2 and 3 queue, 4 and 5 find the queue full
+        health = c.get("/health").json()
+        codes = [f.result(timeout=30) for f in futures]
+    assert health["queued_requests"] == 2 and health["queued_windows"] == 2, health
+    assert [r.status_code for r in codes[:2]] == [200, 200]
+    # the third waited 0.4 + 0.4 s for its turn: past the 0.6 s timeout, dropped unanswered
+    assert_error(codes[2], 504, "timeout", "waited over 0.6 s in the queue")
+    for r in codes[3:]:
+        assert_error(r, 429, "queue_full", "the queue holds 2 windows of work")
+        assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_batcher_bounds_calls_by_windows_and_skips_requests_nobody_waits_for():
+    import asyncio
+
+    from service.batcher import MicroBatcher
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def answer_batch(self, items):
+            self.calls.append([it for it in items])
+            time.sleep(0.1)
+            return [[] for _ in items]
+
+    async def scenario():
+        reader = Recorder()
+        b = MicroBatcher(reader, max_batch_size=32, max_wait_ms=0, max_batch_windows=4)
+        await b.start()
+        first = asyncio.create_task(b.submit(["first"], windows=1))
+        await asyncio.sleep(0.03)  # "first" is running now; the rest queue behind it
+        big = asyncio.create_task(b.submit(["big"], windows=10))
+        gone = asyncio.create_task(b.submit(["gone"], windows=2))
+        small = [asyncio.create_task(b.submit([f"small{i}"], windows=1)) for i in range(3)]
+        await asyncio.sleep(0.01)
+        gone.cancel()  # its client disconnected while it was queued
+        await asyncio.gather(first, big, *small)
+        await b.stop()
+        return reader.calls
+
+    calls = asyncio.run(scenario())
+    # the big request runs alone (over the 4-window cap), the small ones share the next call, and the
+    # cancelled request never reaches the model
+    assert calls == [["first"], ["big"], ["small0", "small1", "small2"]], calls
+
+
+def test_sigterm_exits_promptly_with_a_half_sent_request(tiny_qa_checkpoint):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--model", str(tiny_qa_checkpoint), "--port", str(port),
+                             "--shutdown_grace_s", "2", "--log_level", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port)) as hold:  # a body that never finishes
+            hold.sendall(b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"question\": ")
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=30)
+            took = time.monotonic() - t0
+        # uvicorn re-raises the signal once it has shut down cleanly: "killed by SIGTERM" is the normal exit
+        assert rc in (0, -signal.SIGTERM) and took < 8, (rc, took)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
