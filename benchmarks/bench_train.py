@@ -92,7 +92,8 @@ def sweep(args, model_path, device) -> int:
     if args.limit:
         examples = examples[:args.limit]
     features_by_len = {}
-    for length in sorted({row[3] for row in SWEEP}, reverse=True):
+    for length in sorted({row[3] for row in (SWEEP if not args.rows else [SWEEP[int(i)] for i in args.rows.split(",")])},
+                         reverse=True):
         features_by_len[length] = convert_examples_to_features(examples, tokenizer, max_seq_length=length,
                                                                doc_stride=128, max_query_length=64, is_training=True)
     print(f"{len(examples)} questions; " + "; ".join(
@@ -100,13 +101,16 @@ def sweep(args, model_path, device) -> int:
     print(f"device {device}, threads {torch.get_num_threads()}, {args.steps} timed steps per row after {args.warmup} "
           f"untimed (a compiled row also compiles during those)")
     rows = []
-    for name, bf16, compiled, length, batch_size in SWEEP:
+    chosen = [SWEEP[int(i)] for i in args.rows.split(",")] if args.rows else SWEEP
+    for name, bf16, compiled, length, batch_size in chosen:
         features = features_by_len[length]
         # A stratified sample of the epoch's batches: sorted by width, the batches at evenly spaced
         # quantiles, so a few timed steps stand for the whole epoch's mix of short and long windows.
         # Warm-up: the narrowest and the widest batch (a compiled model builds its graphs on those).
         epoch = LengthGroupedBatchSampler(features.seq_len, batch_size, seed=args.seed).batches(0)
-        by_width = sorted(epoch, key=lambda b: int(features.seq_len[b].max()))
+        # Full batches only: the epoch's one short last batch would make a compiled model specialise
+        # (and recompile) on its size.
+        by_width = sorted((b for b in epoch if len(b) == batch_size), key=lambda b: int(features.seq_len[b].max()))
         picks = np.linspace(0, len(by_width) - 1, args.steps + 2).round().astype(int)[1:-1]
         batches = [by_width[0], by_width[-1]][: args.warmup] + [by_width[i] for i in picks]
         step_args = argparse.Namespace(**{**vars(args), "bf16": bf16, "warmup": min(args.warmup, 2)})
@@ -126,7 +130,7 @@ def sweep(args, model_path, device) -> int:
         print(f"{name:30s} {r[1]:7.2f} samples/s {r[2]:8.0f} real tokens/s {r[3]:6.1f} GFLOP/s  "
               f"epoch {epoch_s / 3600:5.2f} h  ({len(features):,} windows)", flush=True)
         del model, run_model, optimizer
-    peer = rows[0]
+    peer = rows[0]  # the first row run (the whole sweep: float32 eager, the peer)
     print("\n| setting | samples/s | real tokens/s | GFLOP/s | one epoch | epoch speed vs float32 eager |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, sps, tps, gf, ep in rows:
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--sweep", action="store_true",
                    help="the CPU settings table (float32/bf16, eager/compile, 384/256, batch 32/64) on all of train")
+    p.add_argument("--rows", default=None, help="with --sweep: the rows to run, e.g. 0,1,3 (default: all)")
     args = p.parse_args(argv)
 
     from transformers import AutoTokenizer
