@@ -19,13 +19,18 @@ over 6-8, and without the wait a steady load of 8 clients settles into alternati
 1-2 and 6-7 requests. A lone client (its previous batch was itself) or an idle service waits for
 nobody, so concurrency 1 pays no batching delay at all.
 
-Bounded work: every request is priced in windows (``QAReader.count_windows``) before it is queued.
-A model call takes at most ``max_batch_windows`` windows (a request over that runs alone), so a
-small request waits behind at most the call that is running and the requests queued before it;
-the queue holds at most ``max_queued_windows`` (a request that does not fit gets ``QueueFull``,
-with the seconds until the queue should have room at the measured windows/s); a request still
-queued ``request_timeout_s`` after it arrived is dropped (``DeadlineExceeded``); and a request
-whose client went away (its awaiting task cancelled) is dropped before it costs model time.
+Bounded, fair work: every request is priced in windows (``QAReader.count_windows``) before it is
+queued, and the model runs windows, not requests. A model call takes at most ``max_batch_windows``
+windows, shared out evenly among the requests in progress (water-filling, in arrival order), so a
+request of hundreds of windows runs over many calls while one-window requests that arrive meanwhile
+join the very next call: a small request waits for at most one call, whatever is in progress. The
+queue holds at most ``max_queued_windows`` (a request that does not fit gets ``QueueFull``, with the
+seconds until it should fit at the measured windows/s); a request not answered ``request_timeout_s``
+after it arrived is dropped with the rest of its windows (``DeadlineExceeded``); a request whose
+client went away (its awaiting task cancelled) is dropped before its next window reaches the model.
+Each call is one job on the worker thread: cut the windows of the newly arrived requests
+(``QAReader.prepare``), run the chosen windows (``run_windows``), turn finished requests into answers
+(``finish``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from squad_qa.inference import Answer, QAItem, QAReader
+import numpy as np
+
+from squad_qa.inference import Answer, PreparedItems, QAItem, QAReader
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +69,38 @@ class _Pending:
     items: list[QAItem]
     future: asyncio.Future = field(repr=False)
     windows: int = 0  # its price: the windows its contexts become
-    deadline: float = math.inf  # time.monotonic() after which it is dropped if still queued
+    deadline: float = math.inf  # time.monotonic() after which it is dropped unanswered
+    job: PreparedItems | None = field(default=None, repr=False)  # its windows, once cut (worker thread)
+    done: int = 0  # windows already run (they run in order)
+
+    @property
+    def left(self) -> int:
+        return max(0, (self.job.windows if self.job is not None else self.windows) - self.done)
+
+
+def share_windows(left: list[int], budget: int) -> list[int]:
+    """Water-filling: how many of its ``left`` windows each request (in arrival order) runs in a call
+    of ``budget`` windows. Every request gets an equal share, what a small one does not need goes to
+    the others, and the earlier requests get the remainder."""
+    alloc = [0] * len(left)
+    remaining = budget
+    while remaining > 0:
+        open_ = [i for i, n in enumerate(left) if alloc[i] < n]
+        if not open_:
+            break
+        share = max(1, remaining // len(open_))
+        for i in open_:
+            take = min(left[i] - alloc[i], share, remaining)
+            alloc[i] += take
+            remaining -= take
+            if remaining == 0:
+                break
+    return alloc
 
 
 class MicroBatcher:
     def __init__(self, reader: QAReader, max_batch_size: int = 32, max_wait_ms: float = 10.0,
-                 max_batch_windows: int = 128, max_queued_windows: int = 2048,
+                 max_batch_windows: int = 32, max_queued_windows: int = 2048,
                  request_timeout_s: float = 60.0) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -85,7 +118,8 @@ class MicroBatcher:
         # asyncio.Queue: gathering must look at the next request before deciding to take it).
         self._waiting: collections.deque[_Pending] = collections.deque()
         self._arrived: asyncio.Event | None = None
-        self.queued_windows = 0  # the price of everything in self._waiting
+        self._waiting_windows = 0  # the price of everything in self._waiting
+        self._active: list[_Pending] = []  # requests with windows run and windows left, arrival order
         self._windows_per_s: float | None = None  # measured model throughput, for Retry-After
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -106,7 +140,13 @@ class MicroBatcher:
 
     @property
     def queued_requests(self) -> int:
-        return len(self._waiting)
+        """Requests not answered yet: waiting, or with windows still to run."""
+        return len(self._waiting) + len(self._active)
+
+    @property
+    def queued_windows(self) -> int:
+        """Windows still to run: the price of the waiting requests plus what is left of the others."""
+        return self._waiting_windows + sum(p.left for p in self._active)
 
     def retry_after(self, windows: int) -> int:
         """Seconds until ``windows`` more should fit the queue at the measured windows/s (1..300)."""
@@ -127,10 +167,10 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        waiting = [*self._inflight, *self._waiting]
-        self._inflight = []
+        waiting = [*self._inflight, *self._active, *self._waiting]
+        self._inflight, self._active = [], []
         self._waiting.clear()
-        self.queued_windows = 0
+        self._waiting_windows = 0
         for p in waiting:  # fail whoever is still waiting instead of hanging them
             if not p.future.done():
                 p.future.set_exception(ServiceStopping("service is shutting down"))
@@ -149,13 +189,13 @@ class MicroBatcher:
             raise QueueFull(self.queued_windows, self.retry_after(windows))
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(items, future, windows, time.monotonic() + self.request_timeout_s))
-        self.queued_windows += windows
+        self._waiting_windows += windows
         self._arrived.set()
         return await future
 
     def _pop(self) -> _Pending:
         p = self._waiting.popleft()
-        self.queued_windows -= p.windows
+        self._waiting_windows -= p.windows
         return p
 
     async def _next_arrival(self, timeout: float | None) -> bool:
@@ -173,7 +213,7 @@ class MicroBatcher:
         await self._next_arrival(None)
         batch = [self._pop()]
         self._inflight = batch  # the same list: whatever is appended below is in flight too
-        size, windows = len(batch[0].items), batch[0].windows
+        size = len(batch[0].items)
         wait = self.max_wait_ms / 1000.0
         now = time.monotonic()
         # Company to expect (see the module docstring): the clients of a batch answered just now
@@ -188,70 +228,101 @@ class MicroBatcher:
                 remaining = deadline - time.monotonic()
                 if len(batch) >= expected or remaining <= 0 or not await self._next_arrival(remaining):
                     break
-            if self._waiting[0].future.done():  # its client went away: drop it, whatever its size
-                self._pop()
-                continue
-            if windows + self._waiting[0].windows > self.max_batch_windows:
-                break  # too much for this call: it leads the next one
             p = self._pop()
             batch.append(p)
             size += len(p.items)
-            windows += p.windows
+        return batch
+
+    def _take_waiting(self) -> list[_Pending]:
+        """What is queued now, without waiting (a call is due anyway: requests are in progress)."""
+        batch: list[_Pending] = []
+        self._inflight = batch
+        size = 0
+        while self._waiting and size < self.max_batch_size:
+            batch.append(self._pop())
+            size += len(batch[-1].items)
         return batch
 
     async def _collect_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._gather()
-            # A client that went away (cancelled future) costs no model time; nor does a request
-            # that waited past its deadline (its client gets an error now, not an answer later).
+            new = self._take_waiting() if self._active else await self._gather()
+            self._inflight = [*self._active, *new]
+            # A client that went away (cancelled future) costs no more model time; nor does a request
+            # past its deadline (its client gets an error now, not an answer later).
             now = time.monotonic()
-            for p in batch:
+            for p in self._inflight:
                 if now > p.deadline and not p.future.done():
                     p.future.set_exception(DeadlineExceeded(
-                        f"the request waited over {self.request_timeout_s:g} s in the queue and was dropped"))
-            batch = [p for p in batch if not p.future.done()]
-            if not batch:
+                        f"the request was not answered within {self.request_timeout_s:g} s and was dropped"))
+            live = [p for p in self._inflight if not p.future.done()]
+            self._active = [p for p in self._active if not p.future.done()]
+            new = [p for p in new if not p.future.done()]
+            if not live:
                 self._inflight = []
                 continue
             t0 = time.monotonic()
-            await self._run(loop, batch)
+            answered, failed, ran = await loop.run_in_executor(self._executor, self._call, list(self._active), new)
             took = time.monotonic() - t0
-            windows = sum(p.windows for p in batch)
-            if windows and took > 0:
-                rate = windows / took
+            if ran and took > 0:
+                rate = ran / took
                 self._windows_per_s = rate if self._windows_per_s is None else 0.7 * self._windows_per_s + 0.3 * rate
+            self.calls += 1
+            finished = 0
+            for p in [*self._active, *new]:
+                if id(p) in failed and not p.future.done():
+                    p.future.set_exception(failed[id(p)])
+                elif id(p) in answered:
+                    finished += 1
+                    if not p.future.done():
+                        p.future.set_result(answered[id(p)])
+            self.requests_served += finished
+            self._active = [p for p in [*self._active, *new] if id(p) not in answered and id(p) not in failed]
             self._inflight = []
-            self._last_batch_requests = len(batch)
+            self._last_batch_requests = finished
             self._last_batch_end = time.monotonic()
             self._queued_at_last_end = len(self._waiting)
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        items = [it for p in batch for it in p.items]
+    def _call(self, active: list[_Pending], new: list[_Pending]) -> tuple[dict, dict, int]:
+        """One model call, on the worker thread: cut the new requests' windows, run this call's share
+        of everyone's windows, answer the requests that are complete. Returns ({id: answers},
+        {id: exception}, windows run); a failure is pinned on the request that causes it."""
+        failed: dict[int, BaseException] = {}
+        for p in new:
+            try:
+                p.job = self.reader.prepare(p.items)
+            except Exception as e:  # a bad item: only its request fails
+                failed[id(p)] = e
+        ready = [p for p in [*active, *new] if id(p) not in failed]
+        alloc = share_windows([p.left for p in ready], self.max_batch_windows)
+        plan = [(p, np.arange(p.done, p.done + n)) for p, n in zip(ready, alloc) if n]
         try:
-            answers = await loop.run_in_executor(self._executor, self.reader.answer_batch, items)
-        except asyncio.CancelledError:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(ServiceStopping("service is shutting down"))
-            raise
+            self.reader.run_windows([(p.job, rows) for p, rows in plan])
         except Exception as e:
-            if len(batch) > 1:
+            if len(plan) == 1:
+                logger.exception("model call failed")
+                failed[id(plan[0][0])] = e
+            else:
                 # One bad request must not fail its neighbours: retry each on its own, so the
                 # error lands only on the request that causes it.
-                logger.warning("batch of %d requests failed (%r); retrying one by one", len(batch), e)
-                for p in batch:
-                    await self._run(loop, [p])
-                return
-            logger.exception("model call failed")
-            if not batch[0].future.done():
-                batch[0].future.set_exception(e)
-            return
-        self.calls += 1
-        self.requests_served += len(batch)
-        pos = 0
-        for p in batch:
-            n = len(p.items)
-            if not p.future.done():
-                p.future.set_result(answers[pos : pos + n])
-            pos += n
+                logger.warning("model call for %d requests failed (%r); retrying one by one", len(plan), e)
+                for p, rows in plan:
+                    try:
+                        self.reader.run_windows([(p.job, rows)])
+                    except Exception as e1:
+                        logger.exception("model call failed")
+                        failed[id(p)] = e1
+        ran = 0
+        for p, rows in plan:
+            if id(p) not in failed:
+                p.done += len(rows)
+                ran += len(rows)
+        answered: dict[int, list[list[Answer]]] = {}
+        for p in ready:
+            if id(p) not in failed and p.left == 0:
+                try:
+                    answered[id(p)] = self.reader.finish(p.job)
+                except Exception as e:
+                    logger.exception("post-processing failed")
+                    failed[id(p)] = e
+        return answered, failed, ran

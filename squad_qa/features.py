@@ -171,6 +171,17 @@ class SquadFeatures:
             vocab=self.vocab,
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence["SquadFeatures"]) -> "SquadFeatures":
+        """The windows of several conversions one after another (all of the same max_seq_length);
+        ``example_index`` is left as each part had it (the model does not read it)."""
+        if len({p.max_seq_length for p in parts}) != 1:
+            raise ValueError("cannot concatenate windows of different max_seq_length")
+        if len(parts) == 1:
+            return parts[0]
+        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in parts[0]._arrays},
+                   max_seq_length=parts[0].max_seq_length, vocab=parts[0].vocab)
+
     def save(self, path: str | Path) -> None:
         """Write an uncompressed ``.npz`` atomically (no pickle inside)."""
         path = Path(path)

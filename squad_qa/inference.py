@@ -208,6 +208,21 @@ class Answer:
     end: int
 
 
+@dataclass
+class PreparedItems:
+    """Items checked and cut into windows (``QAReader.prepare``), with room for their logits."""
+
+    items: list
+    examples: list
+    features: Any  # SquadFeatures
+    start: np.ndarray  # [windows, max_seq_length] start logits, filled by QAReader.run_windows
+    end: np.ndarray
+
+    @property
+    def windows(self) -> int:
+        return len(self.features)
+
+
 @dataclass(frozen=True)
 class QAItem:
     question: str
@@ -687,7 +702,21 @@ class QAReader:
 
     def answer_batch(self, items: Iterable[QAItem | Mapping[str, Any]]) -> list[list[Answer]]:
         """Answers for many (question, context) pairs, in order, with one pass of the model over
-        all their windows. Items may carry their own top_k / max_answer_length / handle_impossible."""
+        all their windows. Items may carry their own top_k / max_answer_length / handle_impossible.
+
+        The three steps are public for the service's scheduler, which runs the windows of several
+        requests in one pass and those of a long request over several: ``prepare`` (checks and
+        windows), ``run_windows`` (logits for chosen windows of several prepared requests at once),
+        ``finish`` (spans, once every window has logits)."""
+        items = list(items)
+        if not items:
+            return []
+        job = self.prepare(items)
+        self.run_windows([(job, np.arange(job.windows))])
+        return self.finish(job)
+
+    def prepare(self, items: Iterable[QAItem | Mapping[str, Any]]) -> "PreparedItems":
+        """Check the items (ValueError naming the item) and cut their windows."""
         items = [it if isinstance(it, QAItem) else QAItem(**it) for it in items]
         for i, it in enumerate(items):
             if not it.question.strip():
@@ -703,15 +732,33 @@ class QAReader:
                 raise ValueError(f"item {i}: top_k must be in 1..{self.n_best_size}, got {it.top_k}")
             if it.max_answer_length < 1:
                 raise ValueError(f"item {i}: max_answer_length must be >= 1, got {it.max_answer_length}")
-        if not items:
-            return []
-        t0 = time.perf_counter()
         from squad_qa.data import make_example
 
         examples = [make_example(str(i), it.question, it.context) for i, it in enumerate(items)]
         features = self.features_for(examples)
-        start_logits, end_logits = self.predict_logits(features)
+        width = features.max_seq_length
+        return PreparedItems(items, examples, features, np.zeros((len(features), width), np.float32),
+                             np.zeros((len(features), width), np.float32))
 
+    def run_windows(self, parts: Sequence[tuple["PreparedItems", np.ndarray]]) -> None:
+        """Logits for the windows ``rows`` of each prepared request, all in one pass of the model
+        (batched and packed as ``predict_logits`` does), written into the requests."""
+        parts = [(job, np.asarray(rows)) for job, rows in parts if len(rows)]
+        if not parts:
+            return
+        from squad_qa.features import SquadFeatures
+
+        combined = SquadFeatures.concat([job.features.select(rows) for job, rows in parts])
+        start, end = self.predict_logits(combined)
+        at = 0
+        for job, rows in parts:
+            job.start[rows], job.end[rows] = start[at : at + len(rows)], end[at : at + len(rows)]
+            at += len(rows)
+
+    def finish(self, job: "PreparedItems") -> list[list[Answer]]:
+        """Spans from the logits of every window of ``job``, one answer list per item."""
+        items, examples, features = job.items, job.examples, job.features
+        start_logits, end_logits = job.start, job.end
         # The post-processor takes one max_answer_length / v2 setting per call, so items are grouped
         # by those settings (normally there is one group: no extra work).
         answers: list[list[Answer]] = [[] for _ in items]
@@ -733,8 +780,6 @@ class QAReader:
             result = self._postprocess(sub_examples, sub_features, start_logits[rows], end_logits[rows], max_len, v2)
             for i in members:
                 answers[i] = self._pick(result, str(i), items[i], v2)
-        logger.debug("answered %d items (%d windows) in %.1f ms", len(items), len(features),
-                     1000 * (time.perf_counter() - t0))
         return answers
 
     def _postprocess(self, examples, features, start_logits, end_logits, max_answer_length, v2):

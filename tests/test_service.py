@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import time
+from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -59,7 +60,7 @@ def test_health_and_model(client, tiny_qa_checkpoint):
     assert (info["max_seq_length"], info["doc_stride"], info["max_query_length"]) == (384, 128, 64)
     assert info["metrics"] is None  # no squad_qa.json: nothing is made up
     assert info["max_context_chars"] == 5000 and info["max_batch_items"] == 4
-    assert info["max_request_windows"] == 128 and (info["queued_requests"], info["queued_windows"]) == (0, 0)
+    assert info["max_request_windows"] == 512 and (info["queued_requests"], info["queued_windows"]) == (0, 0)
     # the service's default compute dtype: bfloat16 where this CPU has it natively, else float32
     assert info["dtype"] == ("bfloat16" if inference.has_native_bf16("cpu") else "float32")
     assert info["quantized"] is None
@@ -220,10 +221,10 @@ def test_limits_get_413(client):
 def test_internal_failure_gets_500_with_request_id_and_no_trace(client, monkeypatch, caplog):
     reader = client.app.state.reader
 
-    def broken(items):
+    def broken(parts):
         raise RuntimeError("secret internal detail /srv/weights")
 
-    monkeypatch.setattr(reader, "answer_batch", broken)
+    monkeypatch.setattr(reader, "run_windows", broken)
     r = client.post("/v1/answer", json={"question": "Why?", "context": "Because."})
     body = assert_error(r, 500, "internal_error")
     assert "secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
@@ -281,9 +282,23 @@ class SlowReader(QAReader):
 
     delay = 0.4
 
-    def answer_batch(self, items):
+    def run_windows(self, parts):
         time.sleep(self.delay)
-        return super().answer_batch(items)
+        return super().run_windows(parts)
+
+
+class FakeReader:
+    """The batcher's side of a reader, without a model: an item ("name", n) is n windows (a plain
+    item one); answers are empty lists. Subclasses decide what a model call does."""
+
+    def prepare(self, items):
+        return SimpleNamespace(items=items, windows=sum(it[1] if isinstance(it, tuple) else 1 for it in items))
+
+    def run_windows(self, parts):
+        pass
+
+    def finish(self, job):
+        return [[] for _ in job.items]
 
 
 def test_concurrent_requests_share_model_calls_and_the_loop_stays_free(tiny_qa_checkpoint):
@@ -344,12 +359,11 @@ def test_stopping_the_batcher_answers_every_waiting_request():
 
     from service.batcher import MicroBatcher
 
-    class FailsInBatches:
-        def answer_batch(self, items):
+    class FailsInBatches(FakeReader):
+        def run_windows(self, parts):
             time.sleep(0.2)
-            if len(items) > 1:
+            if sum(len(rows) for _, rows in parts) > 1:
                 raise RuntimeError("batch fails")
-            return [[] for _ in items]
 
     async def scenario(max_wait_ms, n, pause):
         b = MicroBatcher(FailsInBatches(), max_batch_size=8, max_wait_ms=max_wait_ms)
@@ -374,14 +388,13 @@ def test_batches_wait_for_clients_just_answered_but_a_lone_client_never_waits():
 
     from service.batcher import MicroBatcher
 
-    class Recorder:
+    class Recorder(FakeReader):
         def __init__(self):
             self.sizes = []
 
-        def answer_batch(self, items):
-            self.sizes.append(len(items))
+        def run_windows(self, parts):
+            self.sizes.append(sum(len(rows) for _, rows in parts))
             time.sleep(0.03)  # a model call
-            return [[] for _ in items]
 
     async def scenario(n_clients, rounds, max_wait_ms):
         reader = Recorder()
@@ -469,45 +482,58 @@ def test_full_queue_gets_429_with_retry_after_and_late_requests_504(tiny_qa_chec
     assert health["queued_requests"] == 2 and health["queued_windows"] == 2, health
     assert [r.status_code for r in codes[:2]] == [200, 200]
     # the third waited 0.4 + 0.4 s for its turn: past the 0.6 s timeout, dropped unanswered
-    assert_error(codes[2], 504, "timeout", "waited over 0.6 s in the queue")
+    assert_error(codes[2], 504, "timeout", "not answered within 0.6 s")
     for r in codes[3:]:
         assert_error(r, 429, "queue_full", "the queue holds 2 windows of work")
         assert int(r.headers["Retry-After"]) >= 1
 
 
-def test_batcher_bounds_calls_by_windows_and_skips_requests_nobody_waits_for():
+def test_long_requests_share_calls_and_requests_nobody_waits_for_are_dropped():
+    """Windows, not requests, are scheduled: a 10-window request runs over several calls of at most
+    4 windows, one-window requests that arrive meanwhile join the very next call, and a request
+    whose client went away never reaches the model."""
     import asyncio
 
-    from service.batcher import MicroBatcher
+    from service.batcher import MicroBatcher, share_windows
 
-    class Recorder:
+    assert share_windows([10, 1, 1, 1], 4) == [1, 1, 1, 1]
+    assert share_windows([10, 3], 8) == [5, 3] and share_windows([2, 2], 8) == [2, 2]
+    assert share_windows([9, 9, 9], 4) == [2, 1, 1]
+
+    class Recorder(FakeReader):
         def __init__(self):
             self.calls = []
 
-        def answer_batch(self, items):
-            self.calls.append([it for it in items])
+        def run_windows(self, parts):
+            self.calls.append([(job.items[0][0], len(rows)) for job, rows in parts])
             time.sleep(0.1)
-            return [[] for _ in items]
 
     async def scenario():
         reader = Recorder()
         b = MicroBatcher(reader, max_batch_size=32, max_wait_ms=0, max_batch_windows=4)
         await b.start()
-        first = asyncio.create_task(b.submit(["first"], windows=1))
+        first = asyncio.create_task(b.submit([("first", 1)], windows=1))
         await asyncio.sleep(0.03)  # "first" is running now; the rest queue behind it
-        big = asyncio.create_task(b.submit(["big"], windows=10))
-        gone = asyncio.create_task(b.submit(["gone"], windows=2))
-        small = [asyncio.create_task(b.submit([f"small{i}"], windows=1)) for i in range(3)]
+        big = asyncio.create_task(b.submit([("big", 10)], windows=10))
+        gone = asyncio.create_task(b.submit([("gone", 2)], windows=2))
+        small = [asyncio.create_task(b.submit([(f"small{i}", 1)], windows=1)) for i in range(3)]
         await asyncio.sleep(0.01)
+        assert (b.queued_requests, b.queued_windows) == (5, 15)
         gone.cancel()  # its client disconnected while it was queued
-        await asyncio.gather(first, big, *small)
+        await asyncio.gather(*small)
+        late = asyncio.create_task(b.submit([("late", 1)], windows=1))  # arrives while big is running
+        await asyncio.gather(first, big, late)
         await b.stop()
         return reader.calls
 
     calls = asyncio.run(scenario())
-    # the big request runs alone (over the 4-window cap), the small ones share the next call, and the
-    # cancelled request never reaches the model
-    assert calls == [["first"], ["big"], ["small0", "small1", "small2"]], calls
+    assert calls[0] == [("first", 1)]
+    assert calls[1] == [("big", 1), ("small0", 1), ("small1", 1), ("small2", 1)], calls
+    assert sum(n for call in calls for name, n in call if name == "big") == 10
+    assert all(len(call) <= 4 and sum(n for _, n in call) <= 4 for call in calls)
+    late_call = next(i for i, call in enumerate(calls) if ("late", 1) in call)
+    assert any(name == "big" for name, _ in calls[late_call]), calls  # interleaved, not after big
+    assert all(name != "gone" for call in calls for name, _ in call)
 
 
 def test_sigterm_exits_promptly_with_a_half_sent_request(tiny_qa_checkpoint):
