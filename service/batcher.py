@@ -61,7 +61,7 @@ class QueueFull(Exception):
 
 
 class DeadlineExceeded(Exception):
-    """The request waited in the queue longer than request_timeout_s and was dropped unanswered."""
+    """The request was not answered within request_timeout_s and was dropped (with its windows)."""
 
 
 @dataclass
@@ -127,7 +127,7 @@ class MicroBatcher:
         self._last_batch_requests = 0
         self._last_batch_end = float("-inf")
         self._queued_at_last_end = 0
-        # Requests taken off the queue and not yet answered (being gathered, run or retried): on
+        # Requests taken off the queue while a batch is gathered (then they join self._active): on
         # stop() they are failed too, so no client waits forever.
         self._inflight: list[_Pending] = []
         # Counters for logs and tests: how many model calls served how many requests.
@@ -185,7 +185,7 @@ class MicroBatcher:
         them before any model time is spent on them."""
         if not self.running or self._arrived is None:
             raise ServiceStopping("service is not running")
-        if self._waiting and self.queued_windows + windows > self.max_queued_windows:
+        if self.queued_requests and self.queued_windows + windows > self.max_queued_windows:
             raise QueueFull(self.queued_windows, self.retry_after(windows))
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(items, future, windows, time.monotonic() + self.request_timeout_s))
@@ -246,54 +246,51 @@ class MicroBatcher:
     async def _collect_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Requests in progress: the next call is due at once, with whatever has arrived meanwhile;
+            # otherwise gather (and perhaps wait for expected company, see the module docstring).
             new = self._take_waiting() if self._active else await self._gather()
-            self._inflight = [*self._active, *new]
+            self._active.extend(new)
+            self._inflight = []
             # A client that went away (cancelled future) costs no more model time; nor does a request
             # past its deadline (its client gets an error now, not an answer later).
             now = time.monotonic()
-            for p in self._inflight:
+            for p in self._active:
                 if now > p.deadline and not p.future.done():
                     p.future.set_exception(DeadlineExceeded(
                         f"the request was not answered within {self.request_timeout_s:g} s and was dropped"))
-            live = [p for p in self._inflight if not p.future.done()]
             self._active = [p for p in self._active if not p.future.done()]
-            new = [p for p in new if not p.future.done()]
-            if not live:
-                self._inflight = []
+            if not self._active:
                 continue
             t0 = time.monotonic()
-            answered, failed, ran = await loop.run_in_executor(self._executor, self._call, list(self._active), new)
+            answered, failed, ran = await loop.run_in_executor(self._executor, self._call, list(self._active))
             took = time.monotonic() - t0
             if ran and took > 0:
                 rate = ran / took
                 self._windows_per_s = rate if self._windows_per_s is None else 0.7 * self._windows_per_s + 0.3 * rate
             self.calls += 1
-            finished = 0
-            for p in [*self._active, *new]:
+            for p in self._active:
                 if id(p) in failed and not p.future.done():
                     p.future.set_exception(failed[id(p)])
-                elif id(p) in answered:
-                    finished += 1
-                    if not p.future.done():
-                        p.future.set_result(answered[id(p)])
-            self.requests_served += finished
-            self._active = [p for p in [*self._active, *new] if id(p) not in answered and id(p) not in failed]
-            self._inflight = []
-            self._last_batch_requests = finished
+                elif id(p) in answered and not p.future.done():
+                    p.future.set_result(answered[id(p)])
+            self.requests_served += len(answered)
+            self._active = [p for p in self._active if id(p) not in answered and id(p) not in failed]
+            self._last_batch_requests = len(answered)
             self._last_batch_end = time.monotonic()
             self._queued_at_last_end = len(self._waiting)
 
-    def _call(self, active: list[_Pending], new: list[_Pending]) -> tuple[dict, dict, int]:
-        """One model call, on the worker thread: cut the new requests' windows, run this call's share
-        of everyone's windows, answer the requests that are complete. Returns ({id: answers},
-        {id: exception}, windows run); a failure is pinned on the request that causes it."""
+    def _call(self, jobs: list[_Pending]) -> tuple[dict, dict, int]:
+        """One model call, on the worker thread: cut the windows of the requests new to it, run this
+        call's share of everyone's windows, answer the requests that are complete. Returns
+        ({id: answers}, {id: exception}, windows run); a failure is pinned on the request causing it."""
         failed: dict[int, BaseException] = {}
-        for p in new:
-            try:
-                p.job = self.reader.prepare(p.items)
-            except Exception as e:  # a bad item: only its request fails
-                failed[id(p)] = e
-        ready = [p for p in [*active, *new] if id(p) not in failed]
+        for p in jobs:
+            if p.job is None:
+                try:
+                    p.job = self.reader.prepare(p.items)
+                except Exception as e:  # a bad item: only its request fails
+                    failed[id(p)] = e
+        ready = [p for p in jobs if id(p) not in failed]
         alloc = share_windows([p.left for p in ready], self.max_batch_windows)
         plan = [(p, np.arange(p.done, p.done + n)) for p, n in zip(ready, alloc) if n]
         try:

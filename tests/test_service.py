@@ -471,7 +471,7 @@ def test_full_queue_gets_429_with_retry_after_and_late_requests_504(tiny_qa_chec
     base = QAReader.from_pretrained(tiny_qa_checkpoint)
     reader = SlowReader(base.model, base.tokenizer, model_dir=tiny_qa_checkpoint)
     body = {"question": "Who?", "context": "Ann met Bob in Zürich."}  # 1 window
-    app = create_app(reader=reader, max_batch_size=1, max_queued_windows=2, request_timeout_s=0.6)
+    app = create_app(reader=reader, max_batch_size=1, max_queued_windows=3, request_timeout_s=0.6)
     with TestClient(app) as c, ThreadPoolExecutor(6) as pool:
         futures = []
         for _ in range(5):
@@ -479,12 +479,12 @@ def test_full_queue_gets_429_with_retry_after_and_late_requests_504(tiny_qa_chec
             time.sleep(0.05)  # in order: 1 runs (0.4 s), 2 and 3 queue, 4 and 5 find the queue full
         health = c.get("/health").json()
         codes = [f.result(timeout=30) for f in futures]
-    assert health["queued_requests"] == 2 and health["queued_windows"] == 2, health
+    assert health["queued_requests"] == 3 and health["queued_windows"] == 3, health  # 1 running, 2 waiting
     assert [r.status_code for r in codes[:2]] == [200, 200]
     # the third waited 0.4 + 0.4 s for its turn: past the 0.6 s timeout, dropped unanswered
     assert_error(codes[2], 504, "timeout", "not answered within 0.6 s")
     for r in codes[3:]:
-        assert_error(r, 429, "queue_full", "the queue holds 2 windows of work")
+        assert_error(r, 429, "queue_full", "the queue holds 3 windows of work")
         assert int(r.headers["Retry-After"]) >= 1
 
 
@@ -518,7 +518,7 @@ def test_long_requests_share_calls_and_requests_nobody_waits_for_are_dropped():
         gone = asyncio.create_task(b.submit([("gone", 2)], windows=2))
         small = [asyncio.create_task(b.submit([(f"small{i}", 1)], windows=1)) for i in range(3)]
         await asyncio.sleep(0.01)
-        assert (b.queued_requests, b.queued_windows) == (5, 15)
+        assert (b.queued_requests, b.queued_windows) == (6, 16)  # "first" counts until its call is over
         gone.cancel()  # its client disconnected while it was queued
         await asyncio.gather(*small)
         late = asyncio.create_task(b.submit([("late", 1)], windows=1))  # arrives while big is running
