@@ -100,7 +100,7 @@ def share_windows(left: list[int], budget: int) -> list[int]:
 
 class MicroBatcher:
     def __init__(self, reader: QAReader, max_batch_size: int = 32, max_wait_ms: float = 10.0,
-                 max_batch_windows: int = 32, max_queued_windows: int = 2048,
+                 max_batch_windows: int = 16, max_queued_windows: int = 2048,
                  request_timeout_s: float = 60.0) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")

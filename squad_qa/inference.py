@@ -85,8 +85,8 @@ def train_hint() -> str:
                   "  python scripts/train_squad.py --config experiments/cpu-full.yaml --max_steps -1 "
                   "--num_train_epochs 2 --output_dir runs/full"]
     elif has_native_bf16("cpu"):
-        lines += ["Train one on this CPU (it multiplies bfloat16 natively); on 2 cores of an AMD EPYC (Zen 4):",
-                  "  python scripts/train_squad.py --config experiments/cpu-bf16.yaml    # ~40 min, dev F1 about 74",
+        lines += ["Train one on this CPU (it multiplies bfloat16 natively; times from 2 cores of an AMD EPYC, Zen 4):",
+                  "  python scripts/train_squad.py --config experiments/cpu-bf16.yaml    # ~45 min, dev F1 about 74",
                   "  python scripts/train_squad.py --config experiments/cpu-full.yaml    # the shipped model's "
                   "recipe, {{CPU_FULL_HINT}}"]
     else:
