@@ -572,3 +572,49 @@ def test_sigterm_exits_promptly_with_a_half_sent_request(tiny_qa_checkpoint):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_client_that_disconnects_costs_no_model_time(tiny_qa_checkpoint):
+    """Over real HTTP: a request whose client hangs up while it waits never reaches the model."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    class Recording(SlowReader):
+        delay = 0.6
+        seen: list[str] = []
+
+        def run_windows(self, parts):
+            self.seen.extend(it.question for job, _ in parts for it in job.items)
+            return super().run_windows(parts)
+
+    base = QAReader.from_pretrained(tiny_qa_checkpoint)
+    reader = Recording(base.model, base.tokenizer, model_dir=tiny_qa_checkpoint)
+    app = create_app(reader=reader, max_wait_ms=0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        first = ThreadPoolExecutor(1).submit(
+            httpx.post, f"http://127.0.0.1:{port}/v1/answer", json={"question": "first?", "context": "Ann met Bob."},
+            timeout=30)
+        time.sleep(0.2)  # "first" is in the model now
+        body = json.dumps({"question": "gone?", "context": "Ann met Bob."}).encode()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.1)  # queued behind "first"; then the client goes away
+        assert first.result().status_code == 200
+        time.sleep(1.0)  # the batcher has moved on
+        assert reader.seen == ["first?"], reader.seen
+        assert app.state.batcher.queued_requests == 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
