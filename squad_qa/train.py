@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save_total_limit", type=int, default=2, help="keep the last N checkpoints (0: keep all)")
     g.add_argument("--resume_from_checkpoint", nargs="?", const="latest",
                    help="a checkpoint folder, or 'latest' (the newest checkpoint-* in output_dir)")
+    g.add_argument("--replan_schedule", action="store_true",
+                   help="with --resume_from_checkpoint: accept a different total of steps (e.g. a smaller "
+                        "--max_steps to end sooner); the learning-rate schedule follows the new total from the "
+                        "checkpoint's step on")
     g.add_argument("--eval_steps", type=int, default=0,
                    help="evaluate every N optimiser steps during training; best model kept in output_dir/best")
     g.add_argument("--eval_subset", type=int, default=0,
@@ -795,8 +799,17 @@ class Trainer:
         if self.swa_scheduler is not None and (ckpt / "swa_scheduler.pt").is_file():
             self.swa_scheduler.load_state_dict(torch.load(ckpt / "swa_scheduler.pt", weights_only=True))
         if self.state.total_steps != total:
-            raise UsageError(f"cannot resume from {ckpt}: it was planned for {self.state.total_steps} steps, "
-                             f"these flags give {total}")
+            if not self.args.replan_schedule:
+                raise UsageError(f"cannot resume from {ckpt}: it was planned for {self.state.total_steps} steps, "
+                                 f"these flags give {total} (--replan_schedule continues with the new total)")
+            if total <= self.state.global_step:
+                raise UsageError(f"--replan_schedule: {total} steps, but {ckpt} is already at step "
+                                 f"{self.state.global_step}")
+            # The scheduler was built for `total` (setup); its saved state only carries the step count,
+            # so from here the learning rate follows the new plan (e.g. decays to 0 by the new end).
+            logger.warning("re-planned the schedule from step %d: %d steps in all instead of %d",
+                           self.state.global_step, total, self.state.total_steps)
+            self.state.total_steps = total
         restore_rng(rt, ckpt)
         logger.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", ckpt, self.state.global_step,
                     self.state.epoch, self.state.batch_in_epoch)

@@ -390,6 +390,22 @@ def test_damaged_checkpoints_are_named_and_latest_falls_back_to_an_intact_one(ti
     assert (out / "model.safetensors").is_file()
 
 
+def test_replan_schedule_shortens_a_run_on_resume(tiny_qa_checkpoint, tmp_path, caplog):
+    out = tmp_path / "run"
+    assert main(run_args(tiny_qa_checkpoint, out, "--save_steps", "2", "--max_steps", "8",
+                         "--stop_after_steps", "2")) == 0
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(run_args(tiny_qa_checkpoint, out, "--save_steps", "2", "--max_steps", "5",
+                             "--resume_from_checkpoint", "latest")) == 2
+    assert "planned for 8 steps, these flags give 5 (--replan_schedule" in caplog.text
+    assert main(run_args(tiny_qa_checkpoint, out, "--save_steps", "2", "--max_steps", "5",
+                         "--resume_from_checkpoint", "latest", "--replan_schedule")) == 0
+    rows = [r for r in metrics_rows(out) if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[-1]["lr"] == 0.0 and rows[2]["lr"] > 0  # the linear decay now ends at step 5
+    assert (out / "model.safetensors").is_file()
+
+
 def test_broken_trainer_state_and_old_checkpoints_without_checksums(tiny_qa_checkpoint, tmp_path, caplog):
     out = tmp_path / "run"
     common = ["--save_steps", "2", "--max_steps", "4"]
