@@ -22,9 +22,18 @@ from squad_qa.metrics import exact_match_score, f1_score
 
 # dev-v1.1 questions from different articles that the shipped model answers exactly (one of the gold
 # answers, after the official normalisation), with the float32 reference and with bf16 autocast.
-QUESTION_IDS = []
+QUESTION_IDS = [
+    "56be4e1facb8001400a502f6",  # Super_Bowl_50: 'Cam Newton'
+    "57336755d058e614000b5a3d",  # Warsaw: '100'
+    "56dddf4066d3e219004dad5f",  # Normans: 'William the Conqueror'
+    "56df9ee138dc421700152108",  # Nikola_Tesla: '1884'
+    "56e748a200c9c71400d76f37",  # Teacher: 'cultures'
+    "5705e33f52bb89140068964c",  # Southern_California: 'Southern California Megaregion'
+    "57094a79efce8f15003a7dc4",  # Sky_(United_Kingdom): '2006'
+    "570d2556fed7b91900d45c47",  # Victoria_(Australia): 'Bendigo'
+]
 SLICE = 300  # the first SLICE dev questions: EM/F1 must stay near the recorded full-dev figures
-SLICE_MIN_F1 = 0.0
+SLICE_MIN_F1 = 77.0  # measured 79.5 (float32)
 
 
 def best_over_gold(metric, prediction: str, gold: list[str]) -> float:
