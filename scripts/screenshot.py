@@ -10,18 +10,14 @@ browser). The question is the first of SQuAD dev-v1.1 (Super Bowl 50), asked on 
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import uvicorn  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from service.app import create_app  # noqa: E402
+from service.app import create_app, running_server  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -45,34 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chromium", default="/usr/bin/chromium")
     args = p.parse_args(argv)
 
-    app = create_app(args.model)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            return 2
-        time.sleep(0.05)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("() => document.getElementById('model-line').textContent.startsWith('Answering')")
-            page.get_by_label("Passage").fill(PASSAGE)
-            page.get_by_label("Question").fill(QUESTION)
-            page.get_by_label("Question").press("Enter")
-            page.locator("#passage mark").wait_for()
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(args.output), full_page=True)
-            print(f"{args.output}: answer {page.locator('#answer-text').inner_text()!r}")
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with running_server(create_app(args.model)) as base_url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.goto(base_url + "/")
+        page.wait_for_function("() => document.getElementById('model-line').textContent.startsWith('Answering')")
+        page.get_by_label("Passage").fill(PASSAGE)
+        page.get_by_label("Question").fill(QUESTION)
+        page.get_by_label("Question").press("Enter")
+        page.locator("#passage mark").wait_for()
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(args.output), full_page=True)
+        print(f"{args.output}: answer {page.locator('#answer-text').inner_text()!r}")
+        browser.close()
     return 0
 
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -276,6 +278,10 @@ async def _price(items: list[QAItem], reader: QAReader, settings: ServiceSetting
     return total
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
 async def _answer(request: Request, batcher: MicroBatcher, items: list[QAItem], windows: int):
     """batcher.submit, abandoned (and its work dropped from the queue) if the client disconnects."""
     task = asyncio.ensure_future(batcher.submit(items, windows))
@@ -286,10 +292,6 @@ async def _answer(request: Request, batcher: MicroBatcher, items: list[QAItem], 
         if await request.is_disconnected():
             task.cancel()  # cancels the batcher's future: the request is skipped when its turn comes
             raise ClientGone
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer was ready."""
 
 
 def _to_item(r: AnswerRequest) -> QAItem:
@@ -447,6 +449,31 @@ def _version() -> str:
 # `uvicorn service.app:app`: the model folder is resolved at startup, so $SQUAD_QA_MODEL works and
 # importing this module never touches the disk.
 app = create_app()
+
+
+@contextmanager
+def running_server(application: FastAPI, log_level: str = "warning") -> Iterator[str]:
+    """``application`` served by uvicorn on a free 127.0.0.1 port in a background thread (lifespan
+    included: the model is loaded when this yields); yields the base URL, stops the server after."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this very socket
+    server = uvicorn.Server(uvicorn.Config(application, log_level=log_level, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start (see the log above)")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
 
 
 # ------------------------------------------------------------------------------ squad-qa serve

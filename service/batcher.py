@@ -236,7 +236,6 @@ class MicroBatcher:
     def _take_waiting(self) -> list[_Pending]:
         """What is queued now, without waiting (a call is due anyway: requests are in progress)."""
         batch: list[_Pending] = []
-        self._inflight = batch
         size = 0
         while self._waiting and size < self.max_batch_size:
             batch.append(self._pop())

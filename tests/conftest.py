@@ -50,28 +50,8 @@ def tiny_qa_checkpoint(tmp_path_factory) -> Path:
 def live_server(tiny_qa_checkpoint):
     """The real service (uvicorn, HTTP on a free 127.0.0.1 port) around the tiny checkpoint, in a
     background thread. Yields (base_url, app); shut down at the end of the session."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    from service.app import create_app
+    from service.app import create_app, running_server
 
     app = create_app(tiny_qa_checkpoint)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this very socket
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start (see the log above)")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with running_server(app) as base_url:
+        yield base_url, app

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 import squad_qa
 import squad_qa.data
 import squad_qa.inference as inference
-from service.app import STATIC_DIR, BodyLimitMiddleware, create_app, serve_main
+from service.app import STATIC_DIR, BodyLimitMiddleware, create_app, running_server, serve_main
 from squad_qa.inference import CheckpointError, QAReader
 
 UNICODE_CONTEXT = (
@@ -577,9 +577,6 @@ def test_sigterm_exits_promptly_with_a_half_sent_request(tiny_qa_checkpoint):
 def test_a_client_that_disconnects_costs_no_model_time(tiny_qa_checkpoint):
     """Over real HTTP: a request whose client hangs up while it waits never reaches the model."""
     import socket
-    import threading
-
-    import uvicorn
 
     class Recording(SlowReader):
         delay = 0.6
@@ -592,18 +589,10 @@ def test_a_client_that_disconnects_costs_no_model_time(tiny_qa_checkpoint):
     base = QAReader.from_pretrained(tiny_qa_checkpoint)
     reader = Recording(base.model, base.tokenizer, model_dir=tiny_qa_checkpoint)
     app = create_app(reader=reader, max_wait_ms=0)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
+    with running_server(app) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
         first = ThreadPoolExecutor(1).submit(
-            httpx.post, f"http://127.0.0.1:{port}/v1/answer", json={"question": "first?", "context": "Ann met Bob."},
-            timeout=30)
+            httpx.post, f"{base_url}/v1/answer", json={"question": "first?", "context": "Ann met Bob."}, timeout=30)
         time.sleep(0.2)  # "first" is in the model now
         body = json.dumps({"question": "gone?", "context": "Ann met Bob."}).encode()
         with socket.create_connection(("127.0.0.1", port)) as s:
@@ -614,7 +603,3 @@ def test_a_client_that_disconnects_costs_no_model_time(tiny_qa_checkpoint):
         time.sleep(1.0)  # the batcher has moved on
         assert reader.seen == ["first?"], reader.seen
         assert app.state.batcher.queued_requests == 0
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
