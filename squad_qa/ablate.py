@@ -120,51 +120,97 @@ def _earlier_walls(plan: RunPlan) -> list[float]:
     return walls
 
 
+@dataclass
+class _Running:
+    plan: RunPlan
+    proc: subprocess.Popen
+    log: Any
+    log_path: Path
+    cmd: list[str]
+    t0: float
+
+
 def execute(plans: list[RunPlan], extra: list[str], time_budget: float | None = None,
-            device: str | None = None) -> RunOutcome:
-    """Run every unfinished plan in a subprocess; its output goes to ROOT/<name>-s<S>.log.
+            device: str | None = None, jobs: int = 1) -> RunOutcome:
+    """Run every unfinished plan in a subprocess, ``jobs`` at a time; output goes to ROOT/<name>-s<S>.log.
+
+    ``jobs`` > 1 runs several small models side by side on one GPU: a 6-layer encoder leaves most of an H100
+    idle, and each process's CPU-side work (kernel launches, collation) overlaps the others' GPU work. Each
+    process gets ``cpu_count // jobs`` intra-op threads.
 
     ``time_budget`` (seconds since the call): a run is not started when the slowest run so far would no longer
-    fit, so a device command ends cleanly before its hard limit instead of being killed mid-run.
+    fit, and runs still going when the budget is spent are stopped (they have no eval_results.json, so a later
+    command starts them over), so a device command ends cleanly before its hard limit.
     """
     outcome = RunOutcome()
     device = device or device_name()
     t_start = time.perf_counter()
     slowest = 0.0
-    for i, p in enumerate(plans):
-        if is_finished(p.out):
-            logger.info("[%d/%d] %s: finished earlier, skipped", i + 1, len(plans), p.out.name)
-            outcome.skipped.append(p.out)
-            continue
-        elapsed = time.perf_counter() - t_start
-        # FGM/R-Drop rows cost ~2x a plain one: a seed of the same config finished earlier is the best estimate.
-        expect = max([slowest, *_earlier_walls(p)])
-        if time_budget is not None and elapsed + expect > time_budget:
-            logger.warning("[%d/%d] %s: not started (%.0f s used of the %.0f s budget, a run takes ~%.0f s)",
-                           i + 1, len(plans), p.out.name, elapsed, time_budget, expect)
-            outcome.not_started.append(p.out)
-            continue
-        cmd = train_command(p.config, p.seed, p.out, extra)
-        p.out.parent.mkdir(parents=True, exist_ok=True)
-        log_path = p.out.parent / f"{p.out.name}.log"
-        logger.info("[%d/%d] %s: %s", i + 1, len(plans), p.out.name, shlex.join(cmd))
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        t0 = time.perf_counter()
-        with log_path.open("w", encoding="utf-8") as log:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-        wall = time.perf_counter() - t0
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
+    pending = list(enumerate(plans))
+    running: list[_Running] = []
+
+    def finish(r: _Running, rc: int) -> None:
+        nonlocal slowest
+        r.log.close()
+        wall = time.perf_counter() - r.t0
         slowest = max(slowest, wall)
+        p = r.plan
         if rc != 0 or not is_finished(p.out):
-            tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-15:])
-            logger.error("%s failed (exit %d after %.0f s); log %s ends:\n%s", p.out.name, rc, wall, log_path, tail)
+            tail = "".join(r.log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-15:])
+            logger.error("%s failed (exit %d after %.0f s); log %s ends:\n%s", p.out.name, rc, wall, r.log_path, tail)
             outcome.failed.append(p.out)
-            continue
+            return
         record = {"config": str(p.config), "seed": p.seed, "wall_s": round(wall, 2), "device": device,
-                  "command": shlex.join(cmd), "extra": extra}
+                  "command": shlex.join(r.cmd), "extra": extra, "concurrent_jobs": jobs}
         (p.out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         ev = json.loads((p.out / EVAL_FILE).read_text())
         logger.info("%s: EM %.2f F1 %.2f in %.0f s", p.out.name, _em(ev), float(ev.get("f1", float("nan"))), wall)
         outcome.done.append(p.out)
+
+    while pending or running:
+        elapsed = time.perf_counter() - t_start
+        if time_budget is not None and elapsed > time_budget:
+            for r in running:
+                logger.warning("%s: stopped, the %.0f s budget is spent", r.plan.out.name, time_budget)
+                r.proc.terminate()
+                r.proc.wait()
+                r.log.close()
+                outcome.not_started.append(r.plan.out)
+            running = []
+            outcome.not_started.extend(p.out for _, p in pending)
+            break
+        while pending and len(running) < jobs:
+            i, p = pending.pop(0)
+            if is_finished(p.out):
+                logger.info("[%d/%d] %s: finished earlier, skipped", i + 1, len(plans), p.out.name)
+                outcome.skipped.append(p.out)
+                continue
+            # FGM/R-Drop rows cost ~2x a plain one: a seed of the same config finished earlier is the best estimate.
+            expect = max([slowest, *_earlier_walls(p)])
+            if time_budget is not None and elapsed + expect > time_budget:
+                logger.warning("[%d/%d] %s: not started (%.0f s used of the %.0f s budget, a run takes ~%.0f s)",
+                               i + 1, len(plans), p.out.name, elapsed, time_budget, expect)
+                outcome.not_started.append(p.out)
+                continue
+            cmd = train_command(p.config, p.seed, p.out, extra)
+            p.out.parent.mkdir(parents=True, exist_ok=True)
+            log_path = p.out.parent / f"{p.out.name}.log"
+            logger.info("[%d/%d] %s: %s", i + 1, len(plans), p.out.name, shlex.join(cmd))
+            log = log_path.open("w", encoding="utf-8")
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append(_Running(p, proc, log, log_path, cmd, time.perf_counter()))
+        still = []
+        for r in running:
+            rc = r.proc.poll()
+            if rc is None:
+                still.append(r)
+            else:
+                finish(r, rc)
+        running = still
+        if running:
+            time.sleep(0.5)
     return outcome
 
 
@@ -358,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="PNG of dev F1 over steps (default: <results stem>_f1.png)")
     p.add_argument("--plot_configs", nargs="+", help="config names in the plot (default: all)")
     p.add_argument("--aggregate_only", action="store_true", help="no training: rebuild the table from run folders")
-    p.add_argument("--time_budget", type=float, help="seconds: start no run that would not fit (device limits)")
+    p.add_argument("--time_budget", type=float,
+                   help="seconds: start no run that would not fit, stop the ones still running at the end")
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side (small models on one GPU)")
     return p
 
 
@@ -374,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.configs:
                 raise AblationError("--configs is required unless --aggregate_only")
             plans = plan_runs(args.configs, args.seeds, args.output_root)
-            outcome = execute(plans, shlex.split(args.extra), args.time_budget)
+            outcome = execute(plans, shlex.split(args.extra), args.time_budget, jobs=args.jobs)
         names = [config_name(c) for c in args.configs] if args.configs else None
         groups = collect_runs(args.output_root, names)
         if not groups:
@@ -387,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.results}")
     if outcome is not None:
         print(f"runs: {len(outcome.done)} done, {len(outcome.skipped)} skipped (finished earlier), "
-              f"{len(outcome.failed)} failed, {len(outcome.not_started)} not started (time budget)")
+              f"{len(outcome.failed)} failed, {len(outcome.not_started)} not started or stopped (time budget)")
         if outcome.failed:
             print("failed: " + ", ".join(p.name for p in outcome.failed))
             return 1

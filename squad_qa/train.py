@@ -551,10 +551,29 @@ def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace
     start, end = out.start_logits.float(), out.end_logits.float()
     sp, ep = batch["start_positions"], batch["end_positions"]
     if not rdrop:
-        return span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing)
+        # check_targets=False: the targets were checked once on the host (check_train_targets); checking them here
+        # would wait for the device on every micro-batch.
+        return span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing,
+                         check_targets=False)
     (s1, s2), (e1, e2) = start.chunk(2), end.chunk(2)
     return rdrop_span_loss(s1, e1, s2, e2, sp, ep, valid_mask=valid, alpha=args.rdrop_alpha,
-                           label_smoothing=args.label_smoothing)
+                           label_smoothing=args.label_smoothing, check_targets=False)
+
+
+def check_train_targets(features) -> None:
+    """Every training target inside its window and on a position an answer may take (CLS or context).
+
+    Once, on the host, for the whole set: the loss then skips its own per-batch check (a device sync).
+    """
+    rows = np.arange(len(features))
+    for name, pos in (("start_position", features.start_position), ("end_position", features.end_position)):
+        pos = np.asarray(pos)
+        bad = (pos < 0) | (pos >= features.seq_len)
+        bad |= features.p_mask[rows, np.clip(pos, 0, features.p_mask.shape[1] - 1)] != 0
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"training feature {i}: {name} {int(pos[i])} is outside the window's context "
+                             f"({int(bad.sum())} features like it); the features cache may be damaged")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -675,6 +694,30 @@ class MetricsLog:
 # Training
 
 
+class _Interval:
+    """What the loop accumulates between two check points, on the device (no host sync per step)."""
+
+    NONE = 2.0 ** 62  # "no non-finite step yet": larger than any step number, and exact in float32's range
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.first_bad = torch.full((), self.NONE, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+        self.grad_norm: torch.Tensor | None = None
+        self.steps = self.samples = self.tokens = 0
+        self.t = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, samples: int, tokens: int, step: int) -> None:
+        loss = loss.detach().float()
+        new_bad = ~torch.isfinite(loss) & (self.first_bad == self.NONE)
+        self.first_bad = torch.where(new_bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.bad_loss = torch.where(new_bad, loss, self.bad_loss)
+        self.loss = self.loss + loss
+        self.steps += 1
+        self.samples += samples
+        self.tokens += tokens
+
+
 @dataclass
 class Trainer:
     """Everything the loop mutates, in one place, so save/resume sees all of it."""
@@ -699,6 +742,7 @@ class Trainer:
     steps_per_epoch: int = 0
     pad_multiple: int = 1
     log: MetricsLog | None = None
+    _interval: Any = None  # _Interval: the loop's device-side accumulators between check points
 
     # -- setup ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -706,6 +750,7 @@ class Trainer:
 
         args, rt = self.args, self.rt
         self.pad_multiple = 8 if rt.device.type == "cuda" else 1
+        check_train_targets(self.train_features)
         self.sampler = LengthGroupedBatchSampler(
             self.train_features.seq_len, args.per_device_train_batch_size, seed=args.seed,
             group_by_length=not args.no_group_by_length, num_replicas=rt.world_size, rank=rt.rank)
@@ -881,12 +926,13 @@ class Trainer:
             loss_sum = loss_sum * float("nan")
         return loss_sum / n_micro, samples, tokens
 
-    def optimizer_step(self) -> float | None:
+    def optimizer_step(self) -> torch.Tensor | None:
+        """Clip, step, schedule, average; returns the grad norm as a device tensor (read at logging steps only)."""
         args = self.args
         grad_norm = None  # not computed without clipping (and NaN is not JSON)
         if args.max_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm))
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -933,63 +979,36 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=st.total_steps, initial=st.global_step, desc="training", disable=not rt.is_main,
                    dynamic_ncols=True)
-        since = {"loss": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t": time.perf_counter()}
+        # The loss, the first non-finite step and the grad norm stay on the device between check points, so a
+        # step never waits for the GPU (a host sync per step costs a small model on a GPU about a third of its
+        # speed). Check points are the logging, evaluation and checkpoint steps and the last step: a non-finite
+        # loss is reported there, before anything is evaluated or written, so no bad weights reach the disk.
+        self._interval = _Interval(rt.device)
         stopped = False
         while st.global_step < st.total_steps and not stopped:
             batches = self.sampler.batches(st.epoch)
             while st.batch_in_epoch < len(batches) and st.global_step < st.total_steps:
                 group = batches[st.batch_in_epoch:st.batch_in_epoch + args.gradient_accumulation_steps]
                 loss, samples, tokens = self.train_step(group)
-                # One small all-reduce per step: the mean loss for the log and, above all, the NaN check on every
-                # rank at once (a rank stopping alone would hang the others).
-                stats = torch.stack([loss.float(), torch.tensor(float(samples), device=loss.device),
-                                     torch.tensor(float(tokens), device=loss.device)])
-                if rt.distributed:
-                    dist.all_reduce(stats)
-                    stats[0] /= rt.world_size
-                loss_v, samples_v, tokens_v = stats.tolist()
-                if not math.isfinite(loss_v):
-                    # Before optimizer.step(): the weights in memory and on disk are still the last good ones.
-                    bar.close()
-                    last = find_latest_checkpoint(self.output_dir)
-                    raise NonFiniteLossError(
-                        f"non-finite training loss ({loss_v}) at step {st.global_step + 1} (epoch {st.epoch}): "
-                        "stopping; the weights of this step were not saved. Last good checkpoint: "
-                        f"{last if last is not None else 'none'}. Try a lower --learning_rate, --bf16 instead of "
-                        "--fp16, or gradient clipping.")
-                grad_norm = self.optimizer_step()
+                self._interval.add(loss, samples, tokens, st.global_step + 1)
+                self._interval.grad_norm = self.optimizer_step()
                 st.global_step += 1
                 st.batch_in_epoch += len(group)
                 bar.update(1)
-                since["loss"] += loss_v
-                since["steps"] += 1
-                since["samples"] += int(samples_v)
-                since["tokens"] += int(tokens_v)
 
-                if st.global_step % args.logging_steps == 0 or st.global_step == st.total_steps:
-                    dt = max(time.perf_counter() - since["t"], 1e-9)
-                    row = {"step": st.global_step,
-                           "epoch": round(st.epoch + st.batch_in_epoch / len(batches), 4),
-                           "loss": since["loss"] / since["steps"],
-                           "lr": max(g["lr"] for g in self.optimizer.param_groups),
-                           "grad_norm": grad_norm,
-                           "samples_per_s": since["samples"] / dt,
-                           "tokens_per_s": since["tokens"] / dt}
-                    if rt.is_main:
-                        self.log.write(row)
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-                        logger.info("step %d/%d epoch %.2f loss %.4f lr %.3g %.1f samples/s %.0f tokens/s",
-                                    st.global_step, st.total_steps, row["epoch"], row["loss"], row["lr"],
-                                    row["samples_per_s"], row["tokens_per_s"])
-                    since = {"loss": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t": time.perf_counter()}
-
-                if args.eval_steps and st.global_step % args.eval_steps == 0:
+                log_now = st.global_step % args.logging_steps == 0 or st.global_step == st.total_steps
+                eval_now = bool(args.eval_steps) and st.global_step % args.eval_steps == 0
+                save_now = bool(args.save_steps) and st.global_step % args.save_steps == 0
+                stop_now = args.stop_after_steps is not None and st.global_step >= args.stop_after_steps
+                if log_now or eval_now or save_now or stop_now:
+                    self.check_point(bar, len(batches), log_now)
+                if eval_now:
                     self.evaluate_during_training()
-                    since["t"] = time.perf_counter()
-                if args.save_steps and st.global_step % args.save_steps == 0:
+                    self._interval.t = time.perf_counter()
+                if save_now:
                     self.save()
-                    since["t"] = time.perf_counter()
-                if args.stop_after_steps is not None and st.global_step >= args.stop_after_steps:
+                    self._interval.t = time.perf_counter()
+                if stop_now:
                     logger.warning("stopping after %d steps (--stop_after_steps)", st.global_step)
                     stopped = True
                     break
@@ -998,6 +1017,46 @@ class Trainer:
                 st.batch_in_epoch = 0
         bar.close()
         return not stopped
+
+    def check_point(self, bar, batches_in_epoch: int, log_now: bool) -> None:
+        """Sync with the device: stop on a non-finite loss since the last check point, else log the interval."""
+        args, rt, st, iv = self.args, self.rt, self.state, self._interval
+        # One small all-reduce: the summed losses, samples and tokens of every rank, and the first non-finite
+        # step seen by any (every rank reaches the same check points, so none waits for a rank that stopped).
+        stats = torch.stack([iv.loss, torch.tensor(float(iv.samples), device=rt.device),
+                             torch.tensor(float(iv.tokens), device=rt.device), iv.first_bad, iv.bad_loss])
+        if rt.distributed:
+            sums, worst = stats[:3].clone(), stats[3:].clone()
+            dist.all_reduce(sums)
+            dist.all_reduce(worst[:1], op=dist.ReduceOp.MIN)
+            dist.all_reduce(worst[1:], op=dist.ReduceOp.SUM)  # nan/inf stays nan/inf
+            stats = torch.cat([sums, worst])
+        loss_sum, samples, tokens, first_bad, bad_loss = stats.tolist()
+        if first_bad < _Interval.NONE:
+            bar.close()
+            last = find_latest_checkpoint(self.output_dir)
+            raise NonFiniteLossError(
+                f"non-finite training loss ({bad_loss}) at step {int(first_bad)} (epoch {st.epoch}): "
+                "stopping; the weights of this step were not saved. Last good checkpoint: "
+                f"{last if last is not None else 'none'}. Try a lower --learning_rate, --bf16 instead of "
+                "--fp16, or gradient clipping.")
+        if log_now and iv.steps:
+            dt = max(time.perf_counter() - iv.t, 1e-9)
+            grad_norm = float(iv.grad_norm) if iv.grad_norm is not None else None
+            row = {"step": st.global_step,
+                   "epoch": round(st.epoch + st.batch_in_epoch / batches_in_epoch, 4),
+                   "loss": loss_sum / rt.world_size / iv.steps,
+                   "lr": max(g["lr"] for g in self.optimizer.param_groups),
+                   "grad_norm": grad_norm,
+                   "samples_per_s": samples / dt,
+                   "tokens_per_s": tokens / dt}
+            if rt.is_main:
+                self.log.write(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                logger.info("step %d/%d epoch %.2f loss %.4f lr %.3g %.1f samples/s %.0f tokens/s",
+                            st.global_step, st.total_steps, row["epoch"], row["loss"], row["lr"],
+                            row["samples_per_s"], row["tokens_per_s"])
+            self._interval = _Interval(rt.device)
 
     def save(self) -> None:
         save_checkpoint(self.rt, self.output_dir, self.state, self.model, self.tokenizer, self.optimizer,
