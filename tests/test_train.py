@@ -6,10 +6,11 @@ checkpoints and the files written are what a user gets.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import shutil
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from squad_qa.train import LengthGroupedBatchSampler, main, parse_args
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
 FIXTURE_V2 = Path(__file__).parent / "fixtures" / "tiny_squad_v2.json"
+CHECKPOINT_0_1 = Path(__file__).parent / "fixtures" / "checkpoint_0_1"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -236,7 +238,6 @@ def test_tricks_compose_and_eval_steps_keeps_the_best(tiny_qa_checkpoint, tmp_pa
 
 
 def _load_script(name: str):
-    import importlib.util
 
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -473,3 +474,25 @@ def test_torchrun_two_processes_train_and_evaluate(tiny_qa_checkpoint, tmp_path)
     rows = metrics_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[0]["epoch"] == pytest.approx(0.2)
     assert json.loads((out / "squad_qa.json").read_text())["world_size"] == 2
+
+
+def _checkpoint_0_1_maker():
+    spec = importlib.util.spec_from_file_location("make_checkpoint_0_1", CHECKPOINT_0_1.parent / "make_checkpoint_0_1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_checkpoint_written_by_0_1_resumes_where_an_uninterrupted_run_ends(tmp_path):
+    """tests/fixtures/checkpoint_0_1: stopped at step 2 by squad-qa 0.1.0 before the module split (58c514a)."""
+    maker = _checkpoint_0_1_maker()
+    base = CHECKPOINT_0_1 / "base"
+    resumed = tmp_path / "resumed"
+    shutil.copytree(CHECKPOINT_0_1 / "run", resumed)
+    assert main(["--model_name_or_path", str(base), "--output_dir", str(resumed), *maker.ARGS,
+                 "--resume_from_checkpoint", "latest"]) == 0
+    full = tmp_path / "full"
+    assert main(["--model_name_or_path", str(base), "--output_dir", str(full), *maker.ARGS]) == 0
+    assert [r["step"] for r in metrics_rows(resumed) if "loss" in r] == [1, 2, 3, 4]
+    assert max_diff(weights(resumed), weights(full)) < 1e-6  # EMA weights: the saved model uses the average
+    assert json.loads((resumed / "squad_qa.json").read_text())["global_step"] == 4
