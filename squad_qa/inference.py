@@ -638,8 +638,9 @@ class QAReader:
         """What GET /v1/model reports: identity, window geometry, recorded metrics."""
         args = _record_args(self.record)
         # The base encoder is only known from the training record: config._name_or_path is just
-        # wherever the weights were last loaded from.
-        base = args.get("model_name_or_path") or self.record.get("base_model")
+        # wherever the weights were last loaded from. A "base_model" written into the record names it better
+        # than the path it was trained from (e.g. a copy made for the GPU machine).
+        base = self.record.get("base_model") or args.get("model_name_or_path")
         default_base = squad_qa.default_base_model_path()
         if args and (not base or Path(str(base)) == default_base):  # the shipped base encoder
             base = default_base.parent.name
