@@ -1,7 +1,7 @@
 """Ablation runner: every experiment config x seed as its own training run, then one results table.
 
     python scripts/ablate.py --configs experiments/baseline.json experiments/fgm.json --seeds 1 2 \
-        --output_root runs/ablate --results docs/RESULTS.md
+        --output_root runs/ablate --results runs/ablate/RESULTS.md
 
 Each run is ``python scripts/train_squad.py --config C --seed S --output_dir ROOT/<name>-s<S> --overwrite_output_dir``
 in a subprocess (a fresh process per run: no state, RNG or CUDA cache leaks from one row into the next). A run whose
@@ -400,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--output_root", type=Path, default=Path("runs/ablate"))
     p.add_argument("--extra", default="", help='flags appended to every run, e.g. "--max_steps 5"')
-    p.add_argument("--results", type=Path, default=Path("docs/RESULTS.md"))
+    p.add_argument("--results", type=Path, default=Path("runs/ablate/RESULTS.md"),
+                   help="the generated table (docs/RESULTS.md is written by hand around it)")
     p.add_argument("--plot", type=Path, help="PNG of dev F1 over steps (default: <results stem>_f1.png)")
     p.add_argument("--plot_configs", nargs="+", help="config names in the plot (default: all)")
     p.add_argument("--aggregate_only", action="store_true", help="no training: rebuild the table from run folders")
