@@ -40,7 +40,9 @@ Details:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Callable
 
 import torch
 from torch import nn
@@ -48,6 +50,13 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 __all__ = ["FGM", "PGD"]
+
+# What the training loop hands to ``backward_with_attack``: the loss of this micro-batch (a fresh forward each
+# call), backward of a loss (scaled for accumulation / fp16), and the DDP gradient-sync context (True: this
+# backward may all-reduce, i.e. it is the last one of the optimiser step).
+LossFn = Callable[[], torch.Tensor]
+Backward = Callable[[torch.Tensor], None]
+SyncContext = Callable[[bool], contextlib.AbstractContextManager]
 
 
 def _matching_params(model: nn.Module, param_name: str) -> list[tuple[str, nn.Parameter]]:
@@ -132,6 +141,23 @@ class FGM:
             p.data.copy_(self.backup[name])
         self.backup = {}
 
+    def backward_with_attack(self, loss_fn: LossFn, backward: Backward, sync: SyncContext, last: bool,
+                             first_micro: bool) -> torch.Tensor:
+        """One micro-batch: clean gradient, step the embeddings along it, add the adversarial gradient, restore.
+
+        With gradient accumulation the direction must be this micro-batch's gradient alone, so the gradients
+        accumulated by the earlier micro-batches are snapshotted and subtracted. Returns the clean loss.
+        """
+        before = None if first_micro else self.snapshot_grads()
+        with sync(False):
+            loss = loss_fn()
+            backward(loss)
+        self.attack(grads_before=before)
+        with sync(last):
+            backward(loss_fn())
+        self.restore()
+        return loss
+
 
 class PGD:
     """Projected Gradient Descent on the embedding weights (``k`` steps driven by the caller).
@@ -149,12 +175,14 @@ class PGD:
         epsilon: float = 1.0,
         alpha: float = 0.3,
         param_name: str = "word_embeddings",
+        steps: int = 3,
     ) -> None:
         if epsilon <= 0 or alpha <= 0:
             raise ValueError(f"PGD epsilon and alpha must be > 0, got epsilon={epsilon}, alpha={alpha}")
         self.model = model
         self.epsilon = float(epsilon)
         self.alpha = float(alpha)
+        self.steps = int(steps)
         self.param_name = param_name
         self.params = _matching_params(model, param_name)
         self.emb_backup: dict[str, torch.Tensor] = {}
@@ -224,3 +252,23 @@ class PGD:
             else:  # keep the tensor (DDP may use gradient_as_bucket_view)
                 p.grad.copy_(saved)
         self.grad_backup = {}
+
+    def backward_with_attack(self, loss_fn: LossFn, backward: Backward, sync: SyncContext, last: bool,
+                             first_micro: bool) -> torch.Tensor:
+        """One micro-batch of K-step PGD: the clean gradient is kept aside while the perturbation is searched,
+        then the last adversarial gradient is added to it. Returns the clean loss."""
+        before = None if first_micro else self.snapshot_grads()
+        with sync(False):
+            loss = loss_fn()
+            backward(loss)
+        self.backup_grad()
+        for t in range(self.steps):
+            self.attack(is_first_attack=(t == 0), grads_before=before if t == 0 else None)
+            if t != self.steps - 1:
+                self.model.zero_grad(set_to_none=False)
+            else:
+                self.restore_grad()
+            with sync(last and t == self.steps - 1):
+                backward(loss_fn())
+        self.restore()
+        return loss

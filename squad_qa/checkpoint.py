@@ -26,15 +26,15 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from squad_qa.averaging import averaged_state_dict, load_averaged_state_dict
+from safetensors.torch import load_file, save_file
 
-if TYPE_CHECKING:  # only for annotations: train.py imports this module
-    from squad_qa.train import Runtime
+from squad_qa.averaging import averaged_state_dict, load_averaged_state_dict
+from squad_qa.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +85,15 @@ def verify_checksums(path: Path) -> bool:
     return True
 
 
-def check_checkpoint(ckpt: Path) -> None:
-    """Raise ChecksumError (one line, naming the file) unless ``ckpt`` has every file it needs, intact."""
+def check_checkpoint(ckpt: Path) -> TrainState:
+    """Raise ChecksumError (one line, naming the file) unless ``ckpt`` has every file it needs, intact;
+    returns its trainer state (the only place that reads trainer_state.json)."""
     missing = [n for n in REQUIRED_FILES if not (ckpt / n).is_file()]
     if missing:
         raise ChecksumError(f"{ckpt} is incomplete: no {', '.join(missing)}")
     verify_checksums(ckpt)
     try:
-        state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
-        TrainState(**state)
+        return TrainState(**json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError) as e:
         raise ChecksumError(f"{ckpt / 'trainer_state.json'} is damaged ({type(e).__name__}: {e})") from None
 
@@ -238,8 +238,6 @@ def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tok
         if scaler is not None and scaler.is_enabled():
             torch.save(scaler.state_dict(), tmp / "scaler.pt")
         if averaged is not None:
-            from safetensors.torch import save_file
-
             save_file({k: v.detach().clone().contiguous().cpu() for k, v in averaged_state_dict(averaged).items()},
                       str(tmp / "averaged.safetensors"))
         write_checksums(tmp, sorted(p.name for p in tmp.iterdir() if p.is_file()))
@@ -257,15 +255,10 @@ def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tok
     return final
 
 
-def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler, averaged) -> TrainState:
-    """Load a checkpoint into the given objects, after ``check_checkpoint``; a file that still fails to
-    load is a ChecksumError naming it."""
-    from safetensors.torch import load_file
-
-    check_checkpoint(ckpt)
-    current = ckpt / "trainer_state.json"
+def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler, averaged) -> None:
+    """Load a checkpoint checked by ``check_checkpoint`` into the given objects; a file that still fails
+    to load is a ChecksumError naming it."""
     try:
-        state = TrainState(**json.loads(current.read_text()))
         current = ckpt / "model.safetensors"
         model.load_state_dict(load_file(str(current)), strict=True)
         # weights_only: the checkpoint holds tensors and plain python values only; never unpickle arbitrary objects.
@@ -282,7 +275,6 @@ def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler
     except Exception as e:  # SafetensorError, pickle/zip errors from torch.load, shape mismatches, OSError
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ChecksumError(f"{current} does not load ({type(e).__name__}: {first[:200]})") from None
-    return state
 
 
 def restore_rng(rt: Runtime, ckpt: Path) -> None:
@@ -291,3 +283,19 @@ def restore_rng(rt: Runtime, ckpt: Path) -> None:
         _set_rng_state(torch.load(path, weights_only=True))
     else:
         logger.warning("%s missing: dropout will not replay exactly", path)
+
+
+def clean_stale_tmp(output_dir: Path) -> None:
+    """Temp folders left by a kill during a save are garbage: the checkpoint they were becoming never existed."""
+    for p in output_dir.glob(f"{TMP_PREFIX}*"):
+        if p.is_dir():
+            logger.warning("removing %s (left by an interrupted save)", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def remove_previous_run(output_dir: Path) -> None:
+    """--overwrite_output_dir: old checkpoints would otherwise be rotated against ours or picked as 'latest'."""
+    for p in [*output_dir.glob(f"{CHECKPOINT_PREFIX}*"), output_dir / "best"]:
+        if p.is_dir():
+            logger.warning("--overwrite_output_dir: removing %s of a previous run", p)
+            shutil.rmtree(p)

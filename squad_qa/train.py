@@ -35,373 +35,39 @@ import json
 import logging
 import math
 import os
-import random
-import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, TMP_PREFIX, ChecksumError, TrainState,
-                                 atomic_dir, check_checkpoint, commit_dir, find_latest_checkpoint, load_checkpoint,
-                                 restore_rng, save_checkpoint, save_model_dir)
-from squad_qa.data import SquadFormatError
-from squad_qa.averaging import averaged_module
-from squad_qa.inference import CheckpointError, collate, load_qa_model, predict_logits  # noqa: F401 (collate: also bench_train)
-from squad_qa.optim import SCHEDULER_CHOICES
+from squad_qa.adversarial import FGM, PGD
+from squad_qa.averaging import averaged_module, make_ema, make_swa, make_swa_scheduler
+from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, ChecksumError, TrainState, atomic_dir,
+                                 check_checkpoint, clean_stale_tmp, commit_dir, find_latest_checkpoint,
+                                 load_checkpoint, remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
+from squad_qa.config import UsageError, parse_args, validate_args
+from squad_qa.data import SquadFormatError, read_squad_examples
+from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
+from squad_qa.features import convert_examples_to_features
+from squad_qa.inference import CheckpointError, collate, load_qa_model
+from squad_qa.losses import rdrop_span_loss, span_loss
+from squad_qa.optim import build_optimizer, build_scheduler, reinit_top_layers
+from squad_qa.run_log import MetricsLog
+from squad_qa.runtime import Runtime, autocast_context, main_process_first, set_seed, setup_logging, setup_runtime
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
-
-METRICS_FILE = "metrics.jsonl"
-
-
-class UsageError(ValueError):
-    """Inconsistent flags, missing files, refused combinations: reported before any work is done."""
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN/inf; the run stops without saving the poisoned weights."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Flags
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="train_squad",
-        description="Fine-tune a BERT-style encoder for SQuAD extractive QA (run_squad.py flags).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--config", help="JSON or YAML file of the same keys as the flags; command-line flags override it")
-
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model_name_or_path", help="local model folder (default: squad_qa.default_base_model_path())")
-    g.add_argument("--train_file", help="SQuAD .json or .json.gz for training")
-    g.add_argument("--predict_file", help="SQuAD .json or .json.gz to predict and score")
-    g.add_argument("--output_dir", help="where checkpoints, the final model and predictions go")
-    g.add_argument("--cache_dir", help="cache converted features here (.npz)")
-    g.add_argument("--do_train", action="store_true")
-    g.add_argument("--do_eval", action="store_true")
-    g.add_argument("--overwrite_output_dir", action="store_true")
-    g.add_argument("--version_2_with_negative", action="store_true", help="SQuAD 2.0: some questions have no answer")
-    g.add_argument("--null_score_diff_threshold", type=float, default=0.0)
-    g.add_argument("--max_seq_length", type=int, default=384)
-    g.add_argument("--doc_stride", type=int, default=128)
-    g.add_argument("--max_query_length", type=int, default=64)
-    g.add_argument("--n_best_size", type=int, default=20)
-    g.add_argument("--max_answer_length", type=int, default=30)
-    g.add_argument("--max_train_samples", type=int, help="train on the first N questions only")
-    g.add_argument("--max_eval_samples", type=int, help="evaluate on the first N questions only")
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--per_device_train_batch_size", type=int, default=32)
-    g.add_argument("--per_device_eval_batch_size", type=int, default=64)
-    g.add_argument("--learning_rate", type=float, default=3e-5)
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--adam_epsilon", type=float, default=1e-8)
-    g.add_argument("--max_grad_norm", type=float, default=1.0, help="0 disables clipping")
-    g.add_argument("--num_train_epochs", type=float, default=2.0)
-    g.add_argument("--max_steps", type=int, default=-1, help="if > 0: total optimiser steps (overrides epochs)")
-    g.add_argument("--warmup_steps", type=int, default=0)
-    g.add_argument("--warmup_ratio", type=float, default=0.0)
-    g.add_argument("--lr_scheduler", choices=SCHEDULER_CHOICES, default="linear")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU)")
-    g.add_argument("--fp16", action="store_true", help="float16 autocast + GradScaler (CUDA only)")
-    g.add_argument("--no_cuda", action="store_true", help="train on CPU even if a GPU is present")
-    g.add_argument("--no_group_by_length", action="store_true",
-                   help="plain shuffled batches instead of length-grouped ones (still dynamically padded)")
-
-    g = p.add_argument_group("logging, evaluation and checkpoints")
-    g.add_argument("--logging_steps", type=int, default=50)
-    g.add_argument("--save_steps", type=int, default=500, help="checkpoint every N optimiser steps (0: never)")
-    g.add_argument("--save_total_limit", type=int, default=2, help="keep the last N checkpoints (0: keep all)")
-    g.add_argument("--resume_from_checkpoint", nargs="?", const="latest",
-                   help="a checkpoint folder, or 'latest' (the newest checkpoint-* in output_dir)")
-    g.add_argument("--replan_schedule", action="store_true",
-                   help="with --resume_from_checkpoint: accept a different total of steps (e.g. a smaller "
-                        "--max_steps to end sooner); the learning-rate schedule follows the new total from the "
-                        "checkpoint's step on")
-    g.add_argument("--eval_steps", type=int, default=0,
-                   help="evaluate every N optimiser steps during training; best model kept in output_dir/best")
-    g.add_argument("--eval_subset", type=int, default=0,
-                   help="with --eval_steps: evaluate on the first N questions of the predict file only")
-
-    g = p.add_argument_group("tricks (all off by default)")
-    g.add_argument("--label_smoothing", type=float, default=0.0, help="epsilon over context tokens + CLS")
-    g.add_argument("--adv", choices=["fgm", "pgd"], help="adversarial training on the word embeddings")
-    g.add_argument("--adv_epsilon", type=float, help="perturbation radius (default 1.0)")
-    g.add_argument("--adv_alpha", type=float, help="PGD step size (default 0.3)")
-    g.add_argument("--adv_steps", type=int, help="PGD steps (default 3)")
-    g.add_argument("--adv_param", help="name fragment of the perturbed parameter (default word_embeddings)")
-    g.add_argument("--ema_decay", type=float, help="keep an exponential moving average of the weights")
-    g.add_argument("--swa_start", type=float,
-                   help="start stochastic weight averaging after this fraction of training (0 < x < 1) "
-                        "or after this many epochs (x >= 1)")
-    g.add_argument("--swa_lr", type=float, help="SWA learning rate (default: --learning_rate)")
-    g.add_argument("--swa_anneal_steps", type=int, help="steps to anneal to --swa_lr (default: 10%% of the SWA phase)")
-    g.add_argument("--swa_freq", type=int, help="update the SWA average every N optimiser steps (default 1)")
-    g.add_argument("--llrd_decay", type=float, help="layer-wise lr decay gamma in (0, 1]")
-    g.add_argument("--head_lr", type=float, help="with --llrd_decay: lr of the QA head (default --learning_rate)")
-    g.add_argument("--llrd_groups", type=int, help="with --llrd_decay: number of layer groups sharing one lr")
-    g.add_argument("--reinit_layers", type=int, default=0, help="re-initialise the top N encoder layers")
-    g.add_argument("--rdrop_alpha", type=float, default=0.0, help="R-Drop: weight of the symmetric KL term")
-
-    # Test/debug hooks, hidden from --help: simulate a kill after N steps; poison the loss at step N.
-    p.add_argument("--stop_after_steps", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--debug_nan_at_step", type=int, help=argparse.SUPPRESS)
-    return p
-
-
-def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Read a JSON/YAML experiment file into parser defaults, with the same checks argparse would do."""
-    cfg_path = Path(path)
-    if not cfg_path.is_file():
-        raise UsageError(f"--config: file not found: {cfg_path}")
-    text = cfg_path.read_text(encoding="utf-8")
-    try:
-        if cfg_path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)
-        else:
-            raw = json.loads(text)
-    except Exception as e:  # both parsers raise their own types; the message is what matters
-        raise UsageError(f"--config {cfg_path}: cannot parse: {e}") from e
-    if not isinstance(raw, dict):
-        raise UsageError(f"--config {cfg_path}: expected a mapping of flag names to values, got {type(raw).__name__}")
-
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-    cfg: dict[str, Any] = {}
-    unknown = []
-    for key, value in raw.items():
-        dest = str(key).lstrip("-").replace("-", "_")
-        action = actions.get(dest)
-        if action is None:
-            unknown.append(str(key))
-            continue
-        if value is not None:
-            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-                if not isinstance(value, bool):
-                    raise UsageError(f"--config {cfg_path}: '{key}' must be true or false, got {value!r}")
-            elif action.type is not None:
-                try:
-                    value = action.type(value)
-                except (TypeError, ValueError) as e:
-                    raise UsageError(f"--config {cfg_path}: '{key}': {e}") from e
-            if action.choices is not None and value not in action.choices:
-                raise UsageError(f"--config {cfg_path}: '{key}' must be one of {list(action.choices)}, got {value!r}")
-        cfg[dest] = value
-    if unknown:
-        raise UsageError(f"--config {cfg_path}: unknown keys {sorted(unknown)} (use the flag names, e.g. learning_rate)")
-    return cfg
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    pre, _ = parser.parse_known_args(argv)
-    if pre.config:
-        parser.set_defaults(**load_config(pre.config, parser))
-    return parser.parse_args(argv)
-
-
-def _use_cuda(args: argparse.Namespace) -> bool:
-    return torch.cuda.is_available() and not args.no_cuda
-
-
-def validate_args(args: argparse.Namespace) -> None:
-    """Refuse what cannot work, with a message naming the flag, before loading anything heavy."""
-    errors: list[str] = []
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            errors.append(msg)
-
-    need(args.do_train or args.do_eval, "nothing to do: pass --do_train and/or --do_eval")
-    need(args.output_dir is not None, "--output_dir is required")
-    if args.do_train:
-        need(args.train_file is not None, "--do_train needs --train_file")
-    if args.do_eval or args.eval_steps:
-        need(args.predict_file is not None, "--do_eval/--eval_steps need --predict_file")
-    for flag in ("train_file", "predict_file", "config"):
-        path = getattr(args, flag)
-        if path is not None and not Path(path).is_file():
-            errors.append(f"--{flag}: file not found: {path}")
-    if args.model_name_or_path is not None and not Path(args.model_name_or_path).is_dir():
-        errors.append(f"--model_name_or_path: no such model folder: {args.model_name_or_path} "
-                      "(hub downloads are not used; pass a local folder)")
-
-    # numbers
-    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
-        need(getattr(args, flag) >= 1, f"--{flag} must be >= 1")
-    for flag in ("max_train_samples", "max_eval_samples"):
-        v = getattr(args, flag)
-        need(v is None or v >= 1, f"--{flag} must be >= 1")
-    if all(getattr(args, f) >= 1 for f in ("max_seq_length", "doc_stride", "max_query_length")):
-        from squad_qa.features import validate_feature_params
-
-        try:
-            validate_feature_params(args.max_seq_length, args.doc_stride, args.max_query_length)
-        except ValueError as e:
-            errors.append(f"--max_seq_length/--doc_stride/--max_query_length: {e}")
-    need(args.learning_rate > 0, "--learning_rate must be > 0")
-    need(args.num_train_epochs > 0 or args.max_steps > 0, "--num_train_epochs must be > 0 (or set --max_steps)")
-    need(args.logging_steps >= 1, "--logging_steps must be >= 1")
-    need(args.save_steps >= 0 and args.save_total_limit >= 0 and args.eval_steps >= 0 and args.eval_subset >= 0,
-         "--save_steps/--save_total_limit/--eval_steps/--eval_subset must be >= 0")
-    need(not (args.warmup_steps and args.warmup_ratio),
-         "--warmup_steps and --warmup_ratio are alternatives: give one of them")
-    need(0 <= args.warmup_ratio < 1, "--warmup_ratio must be in [0, 1)")
-
-    # precision
-    need(not (args.fp16 and args.bf16), "--fp16 and --bf16 cannot be combined: choose one")
-    if args.fp16 and not _use_cuda(args):
-        errors.append("--fp16 needs a CUDA GPU (float16 autocast on CPU is not supported); use --bf16 on CPU")
-
-    # tricks
-    need(0 <= args.label_smoothing < 1, "--label_smoothing must be in [0, 1)")
-    need(args.rdrop_alpha >= 0, "--rdrop_alpha must be >= 0")
-    need(args.reinit_layers >= 0, "--reinit_layers must be >= 0")
-    if args.adv is None:
-        for flag in ("adv_epsilon", "adv_alpha", "adv_steps", "adv_param"):
-            need(getattr(args, flag) is None, f"--{flag} needs --adv fgm|pgd")
-    if args.adv != "pgd":
-        need(args.adv_steps is None, "--adv_steps only applies to --adv pgd")
-        need(args.adv_alpha is None, "--adv_alpha only applies to --adv pgd")
-    if args.adv_steps is not None:
-        need(args.adv_steps >= 1, "--adv_steps must be >= 1")
-    if args.adv_epsilon is not None:
-        need(args.adv_epsilon > 0, "--adv_epsilon must be > 0")
-    need(not (args.ema_decay is not None and args.swa_start is not None),
-         "--ema_decay and --swa_start cannot be combined: both replace the evaluated weights with an average")
-    if args.ema_decay is not None:
-        need(0 < args.ema_decay < 1, "--ema_decay must be in (0, 1), e.g. 0.999")
-    if args.swa_start is None:
-        for flag in ("swa_lr", "swa_anneal_steps", "swa_freq"):
-            need(getattr(args, flag) is None, f"--{flag} needs --swa_start")
-    else:
-        need(args.swa_start > 0, "--swa_start must be a fraction in (0, 1) or an epoch count >= 1")
-        need(args.swa_lr is None or args.swa_lr > 0, "--swa_lr must be > 0")
-        need(args.swa_anneal_steps is None or args.swa_anneal_steps >= 0, "--swa_anneal_steps must be >= 0")
-        need(args.swa_freq is None or args.swa_freq >= 1, "--swa_freq must be >= 1")
-    if args.llrd_decay is None:
-        need(args.head_lr is None, "--head_lr needs --llrd_decay")
-        need(args.llrd_groups is None, "--llrd_groups needs --llrd_decay")
-    else:
-        need(0 < args.llrd_decay <= 1, "--llrd_decay must be in (0, 1]")
-        need(args.llrd_groups is None or args.llrd_groups >= 1, "--llrd_groups must be >= 1")
-
-    # training-only flags without --do_train
-    if not args.do_train:
-        for flag in ("resume_from_checkpoint", "stop_after_steps"):
-            need(getattr(args, flag) is None, f"--{flag} needs --do_train")
-        need(not args.eval_steps, "--eval_steps needs --do_train")
-    need(not args.eval_subset or args.eval_steps, "--eval_subset needs --eval_steps")
-
-    # the output dir: never silently mix two runs
-    if args.output_dir is not None and args.do_train:
-        out = Path(args.output_dir)
-        if out.exists() and not out.is_dir():
-            errors.append(f"--output_dir {out} exists and is not a folder")
-        elif (out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir
-              and args.resume_from_checkpoint is None):
-            errors.append(f"--output_dir {out} exists and is not empty: pass --overwrite_output_dir, "
-                          "or --resume_from_checkpoint to continue a run")
-        if args.resume_from_checkpoint not in (None, "latest"):
-            ckpt = Path(args.resume_from_checkpoint)
-            if not (ckpt / "trainer_state.json").is_file():
-                errors.append(f"--resume_from_checkpoint {ckpt}: not a checkpoint folder (no trainer_state.json)")
-        elif args.resume_from_checkpoint == "latest" and find_latest_checkpoint(out) is None:
-            errors.append(f"--resume_from_checkpoint latest: no complete {CHECKPOINT_PREFIX}* folder in {out}")
-
-    if args.model_name_or_path is not None and Path(args.model_name_or_path).is_dir():
-        cfg_file = Path(args.model_name_or_path) / "config.json"
-        if cfg_file.is_file():
-            config = json.loads(cfg_file.read_text())
-            max_pos = config.get("max_position_embeddings")
-            if max_pos is not None and args.max_seq_length > max_pos:
-                errors.append(f"--max_seq_length {args.max_seq_length} exceeds the model's "
-                              f"max_position_embeddings {max_pos}")
-            layers = config.get("num_hidden_layers")
-            for flag in ("reinit_layers", "llrd_groups"):
-                value = getattr(args, flag)
-                if layers is not None and value is not None and value > layers:
-                    errors.append(f"--{flag} {value} exceeds the model's {layers} layers")
-        if not args.do_train and args.do_eval:
-            # Evaluating a base encoder would score a randomly initialised answer head.
-            from squad_qa.inference import CheckpointError, check_qa_checkpoint
-
-            try:
-                check_qa_checkpoint(args.model_name_or_path)
-            except CheckpointError as e:
-                errors.append(f"--do_eval without --do_train needs a fine-tuned checkpoint: {e}")
-    if errors:
-        raise UsageError("invalid arguments:\n  - " + "\n  - ".join(errors))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Runtime: device, DDP, seeds
-
-
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-
-def setup_runtime(args: argparse.Namespace) -> Runtime:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single-process run."""
-    use_cuda = _use_cuda(args)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-            device = torch.device("cuda", local_rank)
-        else:
-            device = torch.device("cpu")
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        return Runtime(device, rank, local_rank, world_size)
-    return Runtime(torch.device("cuda" if use_cuda else "cpu"))
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def autocast_context(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
-    if args.bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if args.fp16:
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -462,43 +128,7 @@ class LengthGroupedBatchSampler:
 # Data
 
 
-@dataclass
-class EvalData:
-    examples: list
-    features: Any
-    dataset: list  # the SQuAD "data" list restricted to these questions, for the official scorer
-    name: str = "eval"
-
-
-def _restrict_dataset(data: list, qids: set[str]) -> list:
-    """The official scorer counts every question in the file; keep only the ones we predict."""
-    out = []
-    for article in data:
-        paragraphs = []
-        for para in article["paragraphs"]:
-            qas = [qa for qa in para["qas"] if qa["id"] in qids]
-            if qas:
-                paragraphs.append({**para, "qas": qas})
-        if paragraphs:
-            out.append({**article, "paragraphs": paragraphs})
-    return out
-
-
-@contextlib.contextmanager
-def main_process_first(rt: Runtime, cache_dir: str | None) -> Iterator[None]:
-    """With a feature cache, rank 0 builds it and the others wait, then read it; without one, every
-    rank converts at the same time (waiting would only serialise the same work)."""
-    if cache_dir and not rt.is_main:
-        rt.barrier()
-    yield
-    if cache_dir and rt.is_main:
-        rt.barrier()
-
-
 def load_train_features(args: argparse.Namespace, tokenizer, rt: Runtime):
-    from squad_qa.data import read_squad_examples
-    from squad_qa.features import convert_examples_to_features
-
     examples = read_squad_examples(args.train_file, is_training=True,
                                    version_2_with_negative=args.version_2_with_negative)
     if args.max_train_samples:
@@ -512,32 +142,12 @@ def load_train_features(args: argparse.Namespace, tokenizer, rt: Runtime):
     return examples, features
 
 
-def load_eval_data(args: argparse.Namespace, tokenizer, rt: Runtime, limit: int | None = None) -> EvalData:
-    from squad_qa.data import load_squad_json, read_squad_examples
-    from squad_qa.features import convert_examples_to_features
-
-    examples = read_squad_examples(args.predict_file, is_training=False,
-                                   version_2_with_negative=args.version_2_with_negative)
-    if limit:
-        examples = examples[:limit]
-    with main_process_first(rt, args.cache_dir):
-        features = convert_examples_to_features(
-            examples, tokenizer, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
-            max_query_length=args.max_query_length, is_training=False, cache_dir=args.cache_dir,
-            show_progress=rt.is_main)
-    dataset = _restrict_dataset(load_squad_json(args.predict_file)["data"], {e.qas_id for e in examples})
-    logger.info("eval: %d questions -> %d features (%s)", len(examples), len(features), args.predict_file)
-    return EvalData(examples, features, dataset)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Loss
 
 
 def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace,
                  amp: contextlib.AbstractContextManager) -> torch.Tensor:
-    from squad_qa.losses import rdrop_span_loss, span_loss
-
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     valid = batch.get("valid_mask")
     rdrop = args.rdrop_alpha > 0
@@ -574,120 +184,6 @@ def check_train_targets(features) -> None:
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"training feature {i}: {name} {int(pos[i])} is outside the window's context "
                              f"({int(bad.sum())} features like it); the features cache may be damaged")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def evaluate(args: argparse.Namespace, rt: Runtime, model, data: EvalData, amp_factory,
-             output_dir: Path | None = None, pad_multiple: int = 1) -> dict[str, Any] | None:
-    """Predict ``data`` (sharded over ranks, gathered on rank 0), decode, score.
-
-    Returns the metrics on rank 0 (None on the other ranks) and, when ``output_dir`` is given, writes the
-    prediction files there.
-    """
-    from squad_qa.metrics import evaluate_v1, evaluate_v2
-    from squad_qa.postprocess import postprocess_predictions, write_predictions
-
-    t0 = time.perf_counter()
-    n = len(data.features)
-    shard = np.array_split(np.arange(n), rt.world_size)[rt.rank]
-    start, end = predict_logits(model, data.features, shard, args.per_device_eval_batch_size, rt.device,
-                                amp_factory(), pad_multiple, show_progress=rt.is_main)
-    if rt.distributed:
-        # Shards differ by at most one row: pad to the largest, all_gather tensors, rank 0 puts rows back.
-        rows = math.ceil(n / rt.world_size)
-        local = torch.zeros((2, rows, start.shape[1]), dtype=torch.float32)
-        local[0, :len(shard)], local[1, :len(shard)] = torch.from_numpy(start), torch.from_numpy(end)
-        local = local.to(rt.device)
-        gathered = [torch.empty_like(local) for _ in range(rt.world_size)]
-        dist.all_gather(gathered, local)
-        if rt.is_main:
-            start = np.zeros((n, start.shape[1]), dtype=np.float32)
-            end = np.zeros_like(start)
-            for idx, t in zip(np.array_split(np.arange(n), rt.world_size), gathered):
-                t = t.cpu().numpy()
-                start[idx], end[idx] = t[0, :len(idx)], t[1, :len(idx)]
-    metrics: dict[str, Any] | None = None
-    if rt.is_main:
-        result = postprocess_predictions(
-            data.examples, data.features, start, end, n_best_size=args.n_best_size,
-            max_answer_length=args.max_answer_length, version_2_with_negative=args.version_2_with_negative,
-            null_score_diff_threshold=args.null_score_diff_threshold)
-        if args.version_2_with_negative:
-            metrics = dict(evaluate_v2(data.dataset, result.predictions))
-        else:
-            metrics = dict(evaluate_v1(data.dataset, result.predictions))
-        metrics.update(num_questions=len(data.examples), num_features=n,
-                       eval_seconds=round(time.perf_counter() - t0, 2))
-        if output_dir is not None:
-            write_predictions(result, output_dir)
-    return metrics
-
-
-def _f1(metrics: dict[str, Any]) -> float:
-    return float(metrics.get("f1", 0.0))
-
-
-def _em(metrics: dict[str, Any]) -> float:
-    return float(metrics.get("exact_match", metrics.get("exact", 0.0)))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Metrics log
-
-
-def _parses(line: str) -> bool:
-    """A complete JSON line (a run killed mid-write can leave the last one cut short)."""
-    try:
-        json.loads(line)
-        return bool(line.strip())
-    except json.JSONDecodeError:
-        return False
-
-
-class MetricsLog:
-    """metrics.jsonl (one JSON object per logging/eval step) + TensorBoard when it is installed; rank 0 only.
-
-    Training rows: step, epoch, loss (mean since the last row), lr (the largest group lr), grad_norm (before
-    clipping), samples_per_s and tokens_per_s (non-padding tokens) over all ranks. Eval rows: eval_exact_match,
-    eval_f1. On resume, rows after the checkpoint's step (training that was thrown away) are dropped and a
-    {"event": "resume"} row marks the spot, so the file is the trajectory of the weights actually kept.
-    """
-
-    def __init__(self, output_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
-        self.enabled = enabled
-        self.path = output_dir / METRICS_FILE
-        self.tb = None
-        if not enabled:
-            return
-        if resume_step is None:
-            self.path.unlink(missing_ok=True)
-        elif self.path.exists():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(log_dir=str(output_dir / "runs"))
-        except ImportError:
-            logger.info("tensorboard not installed: logging to %s only", self.path)
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None and "step" in row:
-            for k, v in row.items():
-                if k not in ("step", "event") and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -746,8 +242,6 @@ class Trainer:
 
     # -- setup ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        from squad_qa.optim import build_optimizer, build_scheduler
-
         args, rt = self.args, self.rt
         self.pad_multiple = 8 if rt.device.type == "cuda" else 1
         check_train_targets(self.train_features)
@@ -774,14 +268,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=args.fp16)
 
         if args.ema_decay is not None:
-            from squad_qa.averaging import make_ema
-
             self.averaged = make_ema(self.model, args.ema_decay)
             logger.info("EMA of the weights (decay %g): evaluation and the saved model use the averaged weights",
                         args.ema_decay)
         if args.swa_start is not None:
-            from squad_qa.averaging import make_swa
-
             if args.swa_start < 1:
                 self.swa_start_step = int(args.swa_start * total)
             else:
@@ -794,19 +284,16 @@ class Trainer:
                         self.swa_start_step, total)
 
         if args.adv is not None:
-            from squad_qa.adversarial import FGM, PGD
-
             eps = args.adv_epsilon if args.adv_epsilon is not None else 1.0
             pname = args.adv_param or "word_embeddings"
             if args.adv == "fgm":
                 self.adversary = FGM(self.model, epsilon=eps, param_name=pname)
             else:
                 alpha = args.adv_alpha if args.adv_alpha is not None else 0.3
-                self.adversary = PGD(self.model, epsilon=eps, alpha=alpha, param_name=pname)
+                steps = args.adv_steps if args.adv_steps is not None else 3
+                self.adversary = PGD(self.model, epsilon=eps, alpha=alpha, param_name=pname, steps=steps)
 
         if rt.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             self.ddp_model = DDP(self.model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
         else:
             self.ddp_model = self.model
@@ -816,8 +303,6 @@ class Trainer:
                     steps_per_epoch, total, warmup)
 
     def _make_swa_scheduler(self) -> None:
-        from squad_qa.averaging import make_swa_scheduler
-
         args = self.args
         swa_lr = args.swa_lr if args.swa_lr is not None else args.learning_rate
         anneal = args.swa_anneal_steps
@@ -827,20 +312,19 @@ class Trainer:
 
     def resume(self, ckpt: Path) -> None:
         rt = self.rt
-        check_checkpoint(ckpt)  # every file there and intact (SHA256SUMS), before anything is read
-        saved = json.loads((ckpt / "trainer_state.json").read_text())
+        saved = check_checkpoint(ckpt)  # every file there and intact (SHA256SUMS), before anything is read
         # Everything that decides the batch order: a mismatch would replay some data and skip the rest.
         for key in ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
                     "num_features", "group_by_length", "max_seq_length", "doc_stride", "max_query_length",
                     "max_train_samples"):
-            if saved.get(key) != getattr(self.state, key):
-                raise UsageError(f"cannot resume from {ckpt}: it was written with {key}={saved.get(key)}, this run "
-                                 f"has {key}={getattr(self.state, key)} (the data position would not match)")
-        if saved["swa_started"]:
+            if getattr(saved, key) != getattr(self.state, key):
+                raise UsageError(f"cannot resume from {ckpt}: it was written with {key}={getattr(saved, key)}, "
+                                 f"this run has {key}={getattr(self.state, key)} (the data position would not match)")
+        if saved.swa_started:
             self._make_swa_scheduler()  # before the optimiser state is loaded: its constructor touches the lrs
         total = self.state.total_steps
-        self.state = load_checkpoint(rt, ckpt, self.model, self.optimizer, self.scheduler, self.scaler,
-                                     self.averaged)
+        load_checkpoint(rt, ckpt, self.model, self.optimizer, self.scheduler, self.scaler, self.averaged)
+        self.state = saved
         if self.swa_scheduler is not None and (ckpt / "swa_scheduler.pt").is_file():
             self.swa_scheduler.load_state_dict(torch.load(ckpt / "swa_scheduler.pt", weights_only=True))
         if self.state.total_steps != total:
@@ -888,39 +372,13 @@ class Trainer:
             def loss_fn() -> torch.Tensor:
                 return compute_loss(self.ddp_model, batch, args, autocast_context(args, rt.device))
 
-            if args.adv is None:
+            if self.adversary is None:
                 with self._sync_context(last):
                     loss = loss_fn()
                     self._backward(loss, scale)
-            elif args.adv == "fgm":
-                # FGM: gradient of the clean loss, step the embeddings along it, add the adversarial gradient.
-                # With accumulation the direction must be this micro-batch's gradient alone.
-                before = self.adversary.snapshot_grads() if j > 0 else None
-                with self._sync_context(False):
-                    loss = loss_fn()
-                    self._backward(loss, scale)
-                self.adversary.attack(grads_before=before)
-                with self._sync_context(last):
-                    self._backward(loss_fn(), scale)
-                self.adversary.restore()
-            else:
-                # PGD (K steps): the clean gradient is kept aside while the perturbation is searched, then the
-                # last adversarial gradient is added to it.
-                k_steps = args.adv_steps if args.adv_steps is not None else 3
-                before = self.adversary.snapshot_grads() if j > 0 else None
-                with self._sync_context(False):
-                    loss = loss_fn()
-                    self._backward(loss, scale)
-                self.adversary.backup_grad()
-                for t in range(k_steps):
-                    self.adversary.attack(is_first_attack=(t == 0), grads_before=before if t == 0 else None)
-                    if t != k_steps - 1:
-                        self.model.zero_grad(set_to_none=False)
-                    else:
-                        self.adversary.restore_grad()
-                    with self._sync_context(last and t == k_steps - 1):
-                        self._backward(loss_fn(), scale)
-                self.adversary.restore()
+            else:  # FGM/PGD: extra forward/backward passes on perturbed embeddings (adversarial.py)
+                loss = self.adversary.backward_with_attack(loss_fn, lambda l: self._backward(l, scale),
+                                                           self._sync_context, last, first_micro=j == 0)
             loss_sum += loss.detach()
         if args.debug_nan_at_step is not None and self.state.global_step + 1 == args.debug_nan_at_step:
             loss_sum = loss_sum * float("nan")
@@ -1020,7 +478,7 @@ class Trainer:
 
     def check_point(self, bar, batches_in_epoch: int, log_now: bool) -> None:
         """Sync with the device: stop on a non-finite loss since the last check point, else log the interval."""
-        args, rt, st, iv = self.args, self.rt, self.state, self._interval
+        rt, st, iv = self.rt, self.state, self._interval
         # One small all-reduce: the summed losses, samples and tokens of every rank, and the first non-finite
         # step seen by any (every rank reaches the same check points, so none waits for a rank that stopped).
         stats = torch.stack([iv.loss, torch.tensor(float(iv.samples), device=rt.device),
@@ -1068,7 +526,7 @@ class Trainer:
         metrics = evaluate(args, rt, model, self.eval_data, lambda: autocast_context(args, rt.device),
                            pad_multiple=self.pad_multiple)
         if rt.is_main:
-            f1, em = _f1(metrics), _em(metrics)
+            f1, em = f1_of(metrics), em_of(metrics)
             improved = st.best_f1 is None or f1 > st.best_f1
             if improved:
                 st.best_f1, st.best_step = f1, st.global_step  # rank 0's state is the one checkpointed
@@ -1088,35 +546,9 @@ class Trainer:
 # main
 
 
-def _setup_logging(rank: int) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # Other ranks only speak up for warnings: one readable log per run.
-    logging.getLogger("squad_qa").setLevel(logging.INFO if rank == 0 else logging.WARNING)
-
-
-def _clean_stale_tmp(output_dir: Path) -> None:
-    """Temp folders left by a kill during a save are garbage: the checkpoint they were becoming never existed."""
-    for p in output_dir.glob(f"{TMP_PREFIX}*"):
-        if p.is_dir():
-            logger.warning("removing %s (left by an interrupted save)", p)
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _remove_previous_run(output_dir: Path) -> None:
-    """--overwrite_output_dir: old checkpoints would otherwise be rotated against ours or picked as 'latest'."""
-    for p in [*output_dir.glob(f"{CHECKPOINT_PREFIX}*"), output_dir / "best"]:
-        if p.is_dir():
-            logger.warning("--overwrite_output_dir: removing %s of a previous run", p)
-            shutil.rmtree(p)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
-    from transformers import AutoTokenizer
-
     rt = setup_runtime(args)
-    _setup_logging(rt.rank)
+    setup_logging(rt.rank)
     try:
         if rt.distributed:
             logger.info("distributed: world size %d, backend %s, device %s", rt.world_size, dist.get_backend(),
@@ -1129,9 +561,9 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         output_dir = Path(args.output_dir)
         if rt.is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
-            _clean_stale_tmp(output_dir)
+            clean_stale_tmp(output_dir)
         if rt.is_main and args.do_train and args.overwrite_output_dir and args.resume_from_checkpoint is None:
-            _remove_previous_run(output_dir)
+            remove_previous_run(output_dir)
         rt.barrier()
 
         model_path = Path(args.model_name_or_path)
@@ -1143,8 +575,6 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         set_seed(args.seed)
         model = load_qa_model(model_path, trained_head=False)  # a base encoder's new head: logged, not a warning table
         if args.reinit_layers and args.do_train and args.resume_from_checkpoint is None:
-            from squad_qa.optim import reinit_top_layers
-
             names = reinit_top_layers(model, args.reinit_layers)
             logger.info("re-initialised the top %d layers: %s", args.reinit_layers, ", ".join(names))
         model.to(rt.device)
@@ -1204,7 +634,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                     info["metrics"] = metrics
                     info_path.write_text(json.dumps(info, indent=2, default=str) + "\n")
                 logger.info("eval (%s weights, %d questions): EM %.2f F1 %.2f", kind, metrics["num_questions"],
-                            _em(metrics), _f1(metrics))
+                            em_of(metrics), f1_of(metrics))
         return metrics
     finally:
         if rt.distributed and dist.is_initialized():
@@ -1212,7 +642,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _setup_logging(int(os.environ.get("RANK", "0")))
+    setup_logging(int(os.environ.get("RANK", "0")))
     try:
         args = parse_args(argv)
         if args.model_name_or_path is None:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from squad_qa import ablate
-from squad_qa.train import parse_args, validate_args
+from squad_qa.config import parse_args, validate_args
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"

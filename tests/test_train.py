@@ -21,7 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from squad_qa.train import LengthGroupedBatchSampler, main, parse_args
+from squad_qa.config import parse_args
+from squad_qa.train import LengthGroupedBatchSampler, main
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"

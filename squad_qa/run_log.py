@@ -1,0 +1,67 @@
+"""metrics.jsonl: the training log of a run folder (and TensorBoard when it is installed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+try:  # optional: TensorBoard event files next to metrics.jsonl
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:  # pragma: no cover - depends on the environment
+    SummaryWriter = None
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _parses(line: str) -> bool:
+    """A complete JSON line (a run killed mid-write can leave the last one cut short)."""
+    try:
+        json.loads(line)
+        return bool(line.strip())
+    except json.JSONDecodeError:
+        return False
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per logging/eval step) + TensorBoard when it is installed; rank 0 only.
+
+    Training rows: step, epoch, loss (mean since the last row), lr (the largest group lr), grad_norm (before
+    clipping), samples_per_s and tokens_per_s (non-padding tokens) over all ranks. Eval rows: eval_exact_match,
+    eval_f1. On resume, rows after the checkpoint's step (training that was thrown away) are dropped and a
+    {"event": "resume"} row marks the spot, so the file is the trajectory of the weights actually kept.
+    """
+
+    def __init__(self, output_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
+        self.enabled = enabled
+        self.path = output_dir / METRICS_FILE
+        self.tb = None
+        if not enabled:
+            return
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        if SummaryWriter is not None:
+            self.tb = SummaryWriter(log_dir=str(output_dir / "runs"))
+        else:
+            logger.info("tensorboard not installed: logging to %s only", self.path)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None and "step" in row:
+            for k, v in row.items():
+                if k not in ("step", "event") and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
