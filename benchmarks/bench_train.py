@@ -39,7 +39,8 @@ from squad_qa.features import convert_examples_to_features
 from squad_qa.inference import load_qa_model
 from squad_qa.optim import build_optimizer
 from squad_qa.runtime import autocast_context
-from squad_qa.train import LengthGroupedBatchSampler, collate, compute_loss
+from squad_qa.losses import compute_loss
+from squad_qa.train import LengthGroupedBatchSampler, collate
 
 DEFAULT_TRAIN = Path(__file__).resolve().parents[1] / ".." / "shared" / "squad" / "train-v1.1.json.gz"
 

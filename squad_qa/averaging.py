@@ -52,6 +52,7 @@ from squad_qa.optim import unwrap_model
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "WeightAveraging",
     "make_ema",
     "make_swa",
     "make_swa_scheduler",
@@ -135,3 +136,65 @@ def load_averaged_state_dict(averaged: AveragedModel, state: dict[str, torch.Ten
     if "n_averaged" not in state:
         raise ValueError("averaged-model state has no 'n_averaged' entry (not from averaged_state_dict?)")
     averaged.load_state_dict(state, strict=True)
+
+
+class WeightAveraging:
+    """The averaged weights a training run evaluates and saves: EMA, SWA, or none (the raw weights).
+
+    EMA updates the average after every optimiser step. SWA leaves the regular schedule at ``swa_start_step``:
+    from then on ``SWALR`` anneals the learning rate to ``swa_lr`` and the average takes the weights every
+    ``swa_freq`` steps. ``swa_scheduler`` exists from the first SWA step on (a checkpoint records whether).
+    """
+
+    def __init__(self, model: nn.Module, *, ema_decay: float | None = None, swa_start_step: int | None = None,
+                 swa_lr: float | None = None, swa_anneal_steps: int | None = None, swa_freq: int | None = None,
+                 total_steps: int = 0) -> None:
+        self.kind = "ema" if ema_decay is not None else "swa" if swa_start_step is not None else None
+        self.swa_start_step = swa_start_step
+        self.swa_lr, self.swa_freq = swa_lr, swa_freq or 1
+        # The default annealing: a tenth of the SWA phase.
+        self.swa_anneal_steps = swa_anneal_steps if swa_anneal_steps is not None else \
+            max(1, (total_steps - (swa_start_step or 0)) // 10)
+        self.swa_scheduler: SWALR | None = None
+        self.averaged: AveragedModel | None = None
+        if ema_decay is not None:
+            self.averaged = make_ema(model, ema_decay)
+            logger.info("EMA of the weights (decay %g): evaluation and the saved model use the averaged weights",
+                        ema_decay)
+        elif swa_start_step is not None:
+            self.averaged = make_swa(model)
+            logger.info("SWA from step %d of %d: evaluation and the saved model use the averaged weights",
+                        swa_start_step, total_steps)
+
+    def start_swa(self, optimizer: torch.optim.Optimizer) -> None:
+        """The SWA learning-rate schedule (also before loading a checkpoint taken after SWA began: its
+        constructor touches the learning rates, which the optimiser state then restores)."""
+        self.swa_scheduler = make_swa_scheduler(optimizer, self.swa_lr, self.swa_anneal_steps)
+
+    def in_swa_phase(self, step: int) -> bool:
+        return self.swa_start_step is not None and step > self.swa_start_step
+
+    def after_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   lr_scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        """After optimiser step ``step`` (1-based): advance the right schedule, update the average."""
+        if self.in_swa_phase(step):
+            if self.swa_scheduler is None:
+                self.start_swa(optimizer)
+            else:
+                self.swa_scheduler.step()
+            if (step - self.swa_start_step - 1) % self.swa_freq == 0:
+                self.averaged.update_parameters(model)
+            return
+        lr_scheduler.step()
+        if self.kind == "ema":
+            self.averaged.update_parameters(model)
+
+    def eval_model(self, model: nn.Module) -> tuple[nn.Module, str]:
+        """(the weights to evaluate and save, "ema" / "swa" / "raw")."""
+        if self.kind == "ema":
+            return averaged_module(self.averaged), "ema"
+        if self.kind == "swa":
+            if int(self.averaged.n_averaged) > 0:
+                return averaged_module(self.averaged), "swa"
+            logger.warning("SWA never started (stopped before step %s): using the raw weights", self.swa_start_step)
+        return model, "raw"

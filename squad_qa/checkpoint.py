@@ -255,7 +255,8 @@ def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tok
     return final
 
 
-def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler, averaged) -> None:
+def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler, averaged,
+                    swa_scheduler=None) -> None:
     """Load a checkpoint checked by ``check_checkpoint`` into the given objects; a file that still fails
     to load is a ChecksumError naming it."""
     try:
@@ -269,6 +270,9 @@ def load_checkpoint(rt: Runtime, ckpt: Path, model, optimizer, scheduler, scaler
         current = ckpt / "scaler.pt"
         if scaler is not None and scaler.is_enabled() and current.is_file():
             scaler.load_state_dict(torch.load(current, weights_only=True))
+        current = ckpt / "swa_scheduler.pt"
+        if swa_scheduler is not None and current.is_file():
+            swa_scheduler.load_state_dict(torch.load(current, weights_only=True))
         current = ckpt / "averaged.safetensors"
         if averaged is not None:
             load_averaged_state_dict(averaged, load_file(str(current), device=str(rt.device)))

@@ -44,6 +44,10 @@ Targets
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -217,3 +221,47 @@ def rdrop_span_loss(
     )
     kl = 0.5 * (rdrop_kl(start_logits_a, start_logits_b, valid_mask) + rdrop_kl(end_logits_a, end_logits_b, valid_mask))
     return ce + alpha * kl
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The training loss of a batch: model forward (autocast) -> float32 logits -> span loss (+ R-Drop)
+
+
+def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace,
+                 amp: contextlib.AbstractContextManager) -> torch.Tensor:
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    valid = batch.get("valid_mask")
+    rdrop = args.rdrop_alpha > 0
+    if rdrop:
+        # R-Drop: the batch twice in one forward; dropout masks differ per row, so the two halves are two
+        # dropout samples of the same inputs (and DDP sees one forward per backward, as it requires).
+        inputs = {k: torch.cat([v, v]) for k, v in inputs.items()}
+    with amp:
+        out = model(**inputs)
+    # The loss in float32 whatever the autocast dtype: log-softmax over up to 384 logits wants the range.
+    start, end = out.start_logits.float(), out.end_logits.float()
+    sp, ep = batch["start_positions"], batch["end_positions"]
+    if not rdrop:
+        # check_targets=False: the targets were checked once on the host (check_train_targets); checking them here
+        # would wait for the device on every micro-batch.
+        return span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing,
+                         check_targets=False)
+    (s1, s2), (e1, e2) = start.chunk(2), end.chunk(2)
+    return rdrop_span_loss(s1, e1, s2, e2, sp, ep, valid_mask=valid, alpha=args.rdrop_alpha,
+                           label_smoothing=args.label_smoothing, check_targets=False)
+
+
+def check_train_targets(features) -> None:
+    """Every training target inside its window and on a position an answer may take (CLS or context).
+
+    Once, on the host, for the whole set: the loss then skips its own per-batch check (a device sync).
+    """
+    rows = np.arange(len(features))
+    for name, pos in (("start_position", features.start_position), ("end_position", features.end_position)):
+        pos = np.asarray(pos)
+        bad = (pos < 0) | (pos >= features.seq_len)
+        bad |= features.p_mask[rows, np.clip(pos, 0, features.p_mask.shape[1] - 1)] != 0
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"training feature {i}: {name} {int(pos[i])} is outside the window's context "
+                             f"({int(bad.sum())} features like it); the features cache may be damaged")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 try:  # optional: TensorBoard event files next to metrics.jsonl
     from torch.utils.tensorboard import SummaryWriter
@@ -15,6 +18,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN/inf; the run stops without saving the poisoned weights."""
 
 
 def _parses(line: str) -> bool:
@@ -65,3 +72,27 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+class Interval:
+    """What the loop accumulates between two check points, on the device (no host sync per step)."""
+
+    NONE = 2.0 ** 62  # "no non-finite step yet": larger than any step number, and exact in float32's range
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.first_bad = torch.full((), self.NONE, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+        self.grad_norm: torch.Tensor | None = None
+        self.steps = self.samples = self.tokens = 0
+        self.t = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, samples: int, tokens: int, step: int) -> None:
+        loss = loss.detach().float()
+        new_bad = ~torch.isfinite(loss) & (self.first_bad == self.NONE)
+        self.first_bad = torch.where(new_bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.bad_loss = torch.where(new_bad, loss, self.bad_loss)
+        self.loss = self.loss + loss
+        self.steps += 1
+        self.samples += samples
+        self.tokens += tokens

@@ -49,7 +49,7 @@ from transformers import AutoTokenizer
 
 import squad_qa
 from squad_qa.adversarial import FGM, PGD
-from squad_qa.averaging import averaged_module, make_ema, make_swa, make_swa_scheduler
+from squad_qa.averaging import WeightAveraging
 from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, ChecksumError, TrainState, atomic_dir,
                                  check_checkpoint, clean_stale_tmp, commit_dir, find_latest_checkpoint,
                                  load_checkpoint, remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
@@ -58,16 +58,12 @@ from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
 from squad_qa.features import convert_examples_to_features
 from squad_qa.inference import CheckpointError, collate, load_qa_model
-from squad_qa.losses import rdrop_span_loss, span_loss
+from squad_qa.losses import check_train_targets, compute_loss
 from squad_qa.optim import build_optimizer, build_scheduler, reinit_top_layers
-from squad_qa.run_log import MetricsLog
+from squad_qa.run_log import Interval, MetricsLog, NonFiniteLossError
 from squad_qa.runtime import Runtime, autocast_context, main_process_first, set_seed, setup_logging, setup_runtime
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN/inf; the run stops without saving the poisoned weights."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -143,75 +139,7 @@ def load_train_features(args: argparse.Namespace, tokenizer, rt: Runtime):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Loss
-
-
-def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace,
-                 amp: contextlib.AbstractContextManager) -> torch.Tensor:
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    valid = batch.get("valid_mask")
-    rdrop = args.rdrop_alpha > 0
-    if rdrop:
-        # R-Drop: the batch twice in one forward; dropout masks differ per row, so the two halves are two
-        # dropout samples of the same inputs (and DDP sees one forward per backward, as it requires).
-        inputs = {k: torch.cat([v, v]) for k, v in inputs.items()}
-    with amp:
-        out = model(**inputs)
-    # The loss in float32 whatever the autocast dtype: log-softmax over up to 384 logits wants the range.
-    start, end = out.start_logits.float(), out.end_logits.float()
-    sp, ep = batch["start_positions"], batch["end_positions"]
-    if not rdrop:
-        # check_targets=False: the targets were checked once on the host (check_train_targets); checking them here
-        # would wait for the device on every micro-batch.
-        return span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing,
-                         check_targets=False)
-    (s1, s2), (e1, e2) = start.chunk(2), end.chunk(2)
-    return rdrop_span_loss(s1, e1, s2, e2, sp, ep, valid_mask=valid, alpha=args.rdrop_alpha,
-                           label_smoothing=args.label_smoothing, check_targets=False)
-
-
-def check_train_targets(features) -> None:
-    """Every training target inside its window and on a position an answer may take (CLS or context).
-
-    Once, on the host, for the whole set: the loss then skips its own per-batch check (a device sync).
-    """
-    rows = np.arange(len(features))
-    for name, pos in (("start_position", features.start_position), ("end_position", features.end_position)):
-        pos = np.asarray(pos)
-        bad = (pos < 0) | (pos >= features.seq_len)
-        bad |= features.p_mask[rows, np.clip(pos, 0, features.p_mask.shape[1] - 1)] != 0
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"training feature {i}: {name} {int(pos[i])} is outside the window's context "
-                             f"({int(bad.sum())} features like it); the features cache may be damaged")
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Training
-
-
-class _Interval:
-    """What the loop accumulates between two check points, on the device (no host sync per step)."""
-
-    NONE = 2.0 ** 62  # "no non-finite step yet": larger than any step number, and exact in float32's range
-
-    def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device)
-        self.first_bad = torch.full((), self.NONE, device=device)
-        self.bad_loss = torch.zeros((), device=device)
-        self.grad_norm: torch.Tensor | None = None
-        self.steps = self.samples = self.tokens = 0
-        self.t = time.perf_counter()
-
-    def add(self, loss: torch.Tensor, samples: int, tokens: int, step: int) -> None:
-        loss = loss.detach().float()
-        new_bad = ~torch.isfinite(loss) & (self.first_bad == self.NONE)
-        self.first_bad = torch.where(new_bad, torch.full_like(self.first_bad, step), self.first_bad)
-        self.bad_loss = torch.where(new_bad, loss, self.bad_loss)
-        self.loss = self.loss + loss
-        self.steps += 1
-        self.samples += samples
-        self.tokens += tokens
 
 
 @dataclass
@@ -228,17 +156,15 @@ class Trainer:
     ddp_model: Any = None
     optimizer: Any = None
     scheduler: Any = None
-    swa_scheduler: Any = None
     scaler: Any = None
-    averaged: Any = None  # EMA or SWA AveragedModel
+    averaging: WeightAveraging | None = None  # EMA / SWA / none: the weights evaluated and saved
     adversary: Any = None
     sampler: LengthGroupedBatchSampler | None = None
     state: TrainState = field(default_factory=TrainState)
-    swa_start_step: int | None = None
     steps_per_epoch: int = 0
     pad_multiple: int = 1
     log: MetricsLog | None = None
-    _interval: Any = None  # _Interval: the loop's device-side accumulators between check points
+    _interval: Any = None  # Interval: the loop's device-side accumulators between check points
 
     # -- setup ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -267,21 +193,16 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, args.lr_scheduler, warmup, total)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=args.fp16)
 
-        if args.ema_decay is not None:
-            self.averaged = make_ema(self.model, args.ema_decay)
-            logger.info("EMA of the weights (decay %g): evaluation and the saved model use the averaged weights",
-                        args.ema_decay)
-        if args.swa_start is not None:
-            if args.swa_start < 1:
-                self.swa_start_step = int(args.swa_start * total)
-            else:
-                self.swa_start_step = int(args.swa_start * steps_per_epoch)
-            if self.swa_start_step >= total:
-                raise UsageError(f"--swa_start {args.swa_start} is at step {self.swa_start_step}, but training "
+        swa_start_step = None
+        if args.swa_start is not None:  # a fraction of the run, or a number of epochs
+            swa_start_step = int(args.swa_start * (total if args.swa_start < 1 else steps_per_epoch))
+            if swa_start_step >= total:
+                raise UsageError(f"--swa_start {args.swa_start} is at step {swa_start_step}, but training "
                                  f"has only {total} steps: nothing would be averaged")
-            self.averaged = make_swa(self.model)
-            logger.info("SWA from step %d of %d: evaluation and the saved model use the averaged weights",
-                        self.swa_start_step, total)
+        self.averaging = WeightAveraging(
+            self.model, ema_decay=args.ema_decay, swa_start_step=swa_start_step,
+            swa_lr=args.swa_lr if args.swa_lr is not None else args.learning_rate,
+            swa_anneal_steps=args.swa_anneal_steps, swa_freq=args.swa_freq, total_steps=total)
 
         if args.adv is not None:
             eps = args.adv_epsilon if args.adv_epsilon is not None else 1.0
@@ -302,14 +223,6 @@ class Trainer:
                     args.per_device_train_batch_size, args.gradient_accumulation_steps, rt.world_size,
                     steps_per_epoch, total, warmup)
 
-    def _make_swa_scheduler(self) -> None:
-        args = self.args
-        swa_lr = args.swa_lr if args.swa_lr is not None else args.learning_rate
-        anneal = args.swa_anneal_steps
-        if anneal is None:
-            anneal = max(1, (self.state.total_steps - self.swa_start_step) // 10)
-        self.swa_scheduler = make_swa_scheduler(self.optimizer, swa_lr, anneal)
-
     def resume(self, ckpt: Path) -> None:
         rt = self.rt
         saved = check_checkpoint(ckpt)  # every file there and intact (SHA256SUMS), before anything is read
@@ -321,12 +234,11 @@ class Trainer:
                 raise UsageError(f"cannot resume from {ckpt}: it was written with {key}={getattr(saved, key)}, "
                                  f"this run has {key}={getattr(self.state, key)} (the data position would not match)")
         if saved.swa_started:
-            self._make_swa_scheduler()  # before the optimiser state is loaded: its constructor touches the lrs
+            self.averaging.start_swa(self.optimizer)  # before the optimiser state is loaded (see start_swa)
         total = self.state.total_steps
-        load_checkpoint(rt, ckpt, self.model, self.optimizer, self.scheduler, self.scaler, self.averaged)
+        load_checkpoint(rt, ckpt, self.model, self.optimizer, self.scheduler, self.scaler, self.averaging.averaged,
+                        self.averaging.swa_scheduler)
         self.state = saved
-        if self.swa_scheduler is not None and (ckpt / "swa_scheduler.pt").is_file():
-            self.swa_scheduler.load_state_dict(torch.load(ckpt / "swa_scheduler.pt", weights_only=True))
         if self.state.total_steps != total:
             if not self.args.replan_schedule:
                 raise UsageError(f"cannot resume from {ckpt}: it was planned for {self.state.total_steps} steps, "
@@ -395,30 +307,14 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         step = self.state.global_step + 1  # the step just taken
-        if self.swa_start_step is not None and step > self.swa_start_step:
-            if self.swa_scheduler is None:
-                self._make_swa_scheduler()
-                self.state.swa_started = True
-            else:
-                self.swa_scheduler.step()
-            freq = args.swa_freq or 1
-            if (step - self.swa_start_step - 1) % freq == 0:
-                self.averaged.update_parameters(self.model)
-        else:
-            self.scheduler.step()
-            if args.ema_decay is not None:
-                self.averaged.update_parameters(self.model)
+        self.averaging.after_step(step, self.model, self.optimizer, self.scheduler)
+        if self.averaging.swa_scheduler is not None:
+            self.state.swa_started = True
         return grad_norm
 
     # -- which weights are "the model" ----------------------------------------------------------------------------
     def eval_model_and_kind(self) -> tuple[Any, str]:
-        if self.args.ema_decay is not None:
-            return averaged_module(self.averaged), "ema"
-        if self.args.swa_start is not None:
-            if int(self.averaged.n_averaged) > 0:
-                return averaged_module(self.averaged), "swa"
-            logger.warning("SWA never started (stopped before step %s): using the raw weights", self.swa_start_step)
-        return self.model, "raw"
+        return self.averaging.eval_model(self.model)
 
     def run_info(self, kind: str, metrics: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -441,7 +337,7 @@ class Trainer:
         # step never waits for the GPU (a host sync per step costs a small model on a GPU about a third of its
         # speed). Check points are the logging, evaluation and checkpoint steps and the last step: a non-finite
         # loss is reported there, before anything is evaluated or written, so no bad weights reach the disk.
-        self._interval = _Interval(rt.device)
+        self._interval = Interval(rt.device)
         stopped = False
         while st.global_step < st.total_steps and not stopped:
             batches = self.sampler.batches(st.epoch)
@@ -490,7 +386,7 @@ class Trainer:
             dist.all_reduce(worst[1:], op=dist.ReduceOp.SUM)  # nan/inf stays nan/inf
             stats = torch.cat([sums, worst])
         loss_sum, samples, tokens, first_bad, bad_loss = stats.tolist()
-        if first_bad < _Interval.NONE:
+        if first_bad < Interval.NONE:
             bar.close()
             last = find_latest_checkpoint(self.output_dir)
             raise NonFiniteLossError(
@@ -514,11 +410,12 @@ class Trainer:
                 logger.info("step %d/%d epoch %.2f loss %.4f lr %.3g %.1f samples/s %.0f tokens/s",
                             st.global_step, st.total_steps, row["epoch"], row["loss"], row["lr"],
                             row["samples_per_s"], row["tokens_per_s"])
-            self._interval = _Interval(rt.device)
+            self._interval = Interval(rt.device)
 
     def save(self) -> None:
         save_checkpoint(self.rt, self.output_dir, self.state, self.model, self.tokenizer, self.optimizer,
-                        self.scheduler, self.swa_scheduler, self.scaler, self.averaged, self.args.save_total_limit)
+                        self.scheduler, self.averaging.swa_scheduler, self.scaler, self.averaging.averaged,
+                        self.args.save_total_limit)
 
     def evaluate_during_training(self) -> None:
         args, rt, st = self.args, self.rt, self.state
