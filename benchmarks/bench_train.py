@@ -34,11 +34,12 @@ import numpy as np
 import torch
 
 from squad_qa import default_base_model_path
+from squad_qa.batching import collate
 from squad_qa.data import read_squad_examples
 from squad_qa.features import convert_examples_to_features
 from squad_qa.inference import load_qa_model
 from squad_qa.optim import build_optimizer
-from squad_qa.train import LengthGroupedBatchSampler, autocast_context, collate, compute_loss
+from squad_qa.train import LengthGroupedBatchSampler, autocast_context, compute_loss
 
 DEFAULT_TRAIN = Path(__file__).resolve().parents[1] / ".." / "shared" / "squad" / "train-v1.1.json.gz"
 

@@ -319,7 +319,7 @@ def test_int8_quantized_reader_still_returns_exact_substrings(tiny_qa_checkpoint
 
 
 def test_length_batches_fill_up_on_similar_lengths_and_cut_on_padding():
-    from squad_qa.inference import length_batches
+    from squad_qa.batching import length_batches
 
     # a dataset's worth of near-equal windows: full batches, longest first
     assert [len(b) for b in length_batches(np.full(10, 100), batch_size=4)] == [4, 4, 2]
