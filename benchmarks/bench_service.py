@@ -58,7 +58,7 @@ import httpx  # start-up polling only
 
 from service.app import ServiceSettings  # the service's defaults
 from squad_qa.features import context_room
-from squad_qa.inference import DTYPE_CHOICES
+from squad_qa.speed import DTYPE_CHOICES
 from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ from transformers import AutoTokenizer
 import squad_qa
 from squad_qa import inference
 from squad_qa.checkpoint import write_checksums
-from squad_qa.inference import CheckpointError, Float32Linear, QAItem, QAReader, check_qa_checkpoint, main
+from squad_qa.inference import CheckpointError, QAItem, QAReader, check_qa_checkpoint, main
+from squad_qa.speed import Float32Linear
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -335,7 +336,7 @@ def test_length_batches_fill_up_on_similar_lengths_and_cut_on_padding():
 
 def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
     from squad_qa.data import make_example
-    from squad_qa.inference import has_native_bf16, resolve_dtype
+    from squad_qa.speed import has_native_bf16, resolve_dtype
 
     assert resolve_dtype(None, "cpu") is torch.float32 and resolve_dtype("float32", "cpu") is torch.float32
     assert resolve_dtype("auto", "cpu") is (torch.bfloat16 if has_native_bf16("cpu") else torch.float32)

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 import squad_qa
 import squad_qa.data
 import squad_qa.inference as inference
+import squad_qa.speed as speed
 from service.app import STATIC_DIR, BodyLimitMiddleware, create_app, running_server, serve_main
 from squad_qa.inference import CheckpointError, QAReader
 
@@ -62,7 +63,7 @@ def test_health_and_model(client, tiny_qa_checkpoint):
     assert info["max_context_chars"] == 5000 and info["max_batch_items"] == 4
     assert info["max_request_windows"] == 512 and (info["queued_requests"], info["queued_windows"]) == (0, 0)
     # the service's default compute dtype: bfloat16 where this CPU has it natively, else float32
-    assert info["dtype"] == ("bfloat16" if inference.has_native_bf16("cpu") else "float32")
+    assert info["dtype"] == ("bfloat16" if speed.has_native_bf16("cpu") else "float32")
     assert info["quantized"] is None
 
 
