@@ -20,8 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from squad_qa.checkpoint import file_sha256, write_checksums  # noqa: E402
-
-RUN_INFO_FILE = "squad_qa.json"
+from squad_qa.run_record import RUN_INFO_FILE, read_run_record, run_args  # noqa: E402
 
 
 def _is_qa_checkpoint(src: Path) -> bool:
@@ -30,9 +29,9 @@ def _is_qa_checkpoint(src: Path) -> bool:
 
 
 def model_card(dst: Path, src: Path) -> str:
-    info = json.loads((dst / RUN_INFO_FILE).read_text()) if (dst / RUN_INFO_FILE).is_file() else {}
+    info = read_run_record(dst)
     metrics = info.get("metrics") or {}
-    targs = info.get("training_args") or {}
+    targs = run_args(info)
     em = metrics.get("exact_match", metrics.get("exact"))
     f1 = metrics.get("f1")
     score = (f"EM {em:.2f} / F1 {f1:.2f} on {metrics.get('num_questions', '?')} SQuAD v1.1 dev questions "

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from squad_qa.run_record import read_run_record
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +43,6 @@ TRAIN_SCRIPT = REPO / "scripts" / "train_squad.py"
 RUN_FILE = "ablate_run.json"
 EVAL_FILE = "eval_results.json"
 METRICS_FILE = "metrics.jsonl"  # squad_qa.train.METRICS_FILE (not imported: that would pull in torch here)
-INFO_FILE = "squad_qa.json"  # squad_qa.checkpoint.RUN_INFO_FILE
 RUN_DIR_RE = re.compile(r"^(?P<name>.+)-s(?P<seed>-?\d+)$")
 
 
@@ -270,7 +271,7 @@ def read_run(path: Path) -> RunResult:
     if "f1" not in ev:
         raise AblationError(f"{ev_path}: no 'f1' field")
     train_rows, eval_rows = read_metrics(path / METRICS_FILE)
-    info = json.loads((path / INFO_FILE).read_text()) if (path / INFO_FILE).is_file() else {}
+    info = read_run_record(path)
     run = json.loads((path / RUN_FILE).read_text()) if (path / RUN_FILE).is_file() else {}
     steps = info.get("global_step")
     if steps is None and train_rows:

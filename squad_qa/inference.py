@@ -35,6 +35,7 @@ from safetensors import safe_open
 import squad_qa
 from squad_qa.batching import predict_logits
 from squad_qa.checkpoint import ChecksumError, verify_checksums
+from squad_qa.run_record import read_run_record, run_args
 from squad_qa.speed import (DTYPE_CHOICES, QUANTIZE_CHOICES, compile_for_inference, has_native_bf16, prepare_for_autocast,
                             quantize_model, resolve_dtype, setup_packing)
 
@@ -47,7 +48,6 @@ logger = logging.getLogger(__name__)
 # in a fresh checkout: then every entry point says how to make one instead of guessing.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "squad-minilm-l6"
 MODEL_ENV_VAR = "SQUAD_QA_MODEL"
-TRAINING_RECORD = "squad_qa.json"  # written next to the weights by the training loop
 QA_HEAD_KEYS = ("qa_outputs.weight", "qa_outputs.bias")
 
 # Where `serve` / `predict.py` look for models the user has already trained (when the shipped one is missing).
@@ -249,26 +249,6 @@ def load_qa_model(path: str | Path, *, trained_head: bool = True) -> torch.nn.Mo
     return model
 
 
-def read_training_record(path: str | Path) -> dict[str, Any]:
-    """squad_qa.json written by the training loop (args + metrics); {} when absent or unreadable."""
-    record = Path(path) / TRAINING_RECORD
-    if not record.is_file():
-        return {}
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        logger.warning("ignoring unreadable %s: %s", record, e)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _record_args(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    for key in ("args", "training_args", "train_args"):
-        if isinstance(record.get(key), Mapping):
-            return record[key]
-    return {}
-
-
 class QAReader:
     """A fine-tuned extractive QA model plus the project's feature conversion and post-processing."""
 
@@ -359,8 +339,8 @@ class QAReader:
         from transformers import AutoTokenizer
 
         path = check_qa_checkpoint(resolve_model_dir(path))
-        record = read_training_record(path)
-        args = _record_args(record)
+        record = read_run_record(path)
+        args = run_args(record)
         model = load_qa_model(path, trained_head=True)
         if record.get("speed_only"):  # benchmarks/bench_service.py's random-head checkpoint
             logger.warning("%s is a SPEED-ONLY checkpoint with a random QA head: %s", path, record.get("note", ""))
@@ -420,7 +400,7 @@ class QAReader:
 
     def describe(self) -> dict[str, Any]:
         """What GET /v1/model reports: identity, window geometry, recorded metrics."""
-        args = _record_args(self.record)
+        args = run_args(self.record)
         # The base encoder is only known from the training record: config._name_or_path is just
         # wherever the weights were last loaded from. A "base_model" written into the record names it better
         # than the path it was trained from (e.g. a copy made for the GPU machine).
