@@ -37,7 +37,7 @@ from squad_qa import default_base_model_path
 from squad_qa.batching import collate
 from squad_qa.data import read_squad_examples
 from squad_qa.features import convert_examples_to_features
-from squad_qa.inference import load_qa_model
+from squad_qa.model_dir import load_qa_model
 from squad_qa.optim import build_optimizer
 from squad_qa.train import LengthGroupedBatchSampler, autocast_context, compute_loss
 

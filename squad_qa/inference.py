@@ -18,9 +18,7 @@ packed on CPU for BERT models, else sorted by length with little padding). `dtyp
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,79 +28,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from transformers import AutoTokenizer
 
 import squad_qa
 from squad_qa.batching import predict_logits
-from squad_qa.checkpoint import ChecksumError, verify_checksums
+from squad_qa.data import make_example
+from squad_qa.features import SquadFeatures, convert_examples_to_features, validate_feature_params, windows_needed
+from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
+from squad_qa.postprocess import postprocess_predictions
 from squad_qa.run_record import read_run_record, run_args
-from squad_qa.speed import (DTYPE_CHOICES, QUANTIZE_CHOICES, compile_for_inference, has_native_bf16, prepare_for_autocast,
-                            quantize_model, resolve_dtype, setup_packing)
+from squad_qa.speed import (DTYPE_CHOICES, QUANTIZE_CHOICES, compile_for_inference, prepare_for_autocast, quantize_model,
+                            resolve_dtype, setup_packing)
 
 # TEMPORARY for train.py until its split lands: it imports these from here.
 from squad_qa.batching import collate  # noqa: F401
 
 logger = logging.getLogger(__name__)
-
-# The checkpoint that ships with the project (trained by scripts/train_squad.py). It may not exist
-# in a fresh checkout: then every entry point says how to make one instead of guessing.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "squad-minilm-l6"
-MODEL_ENV_VAR = "SQUAD_QA_MODEL"
-QA_HEAD_KEYS = ("qa_outputs.weight", "qa_outputs.bias")
-
-# Where `serve` / `predict.py` look for models the user has already trained (when the shipped one is missing).
-RUN_ROOTS = (Path("runs"), Path.home() / "squad-runs")
-
-
-def find_trained_models(roots: Sequence[Path] | None = None, limit: int = 8) -> list[Path]:
-    """Fine-tuned QA model folders under ``roots`` (default ``RUN_ROOTS``: a run's output_dir and
-    its best/), newest first."""
-    found = []
-    for root in RUN_ROOTS if roots is None else roots:
-        if not root.is_dir():
-            continue
-        for cfg in [*root.glob("*/config.json"), *root.glob("*/best/config.json")]:
-            try:
-                found.append((cfg.stat().st_mtime, check_qa_checkpoint(cfg.parent, hint=False)))
-            except (CheckpointError, OSError):
-                continue
-    return [p for _, p in sorted(found, reverse=True)[:limit]]
-
-
-def train_hint() -> str:
-    """How to get a model, for this machine: the models already trained here, then a command that fits."""
-    lines = []
-    trained = find_trained_models()
-    if trained:
-        lines.append("Models already trained on this machine (pass one with --model):")
-        lines += [f"  {p}" for p in trained]
-    if torch.cuda.is_available():
-        lines += ["Train one on this GPU (all of train-v1.1, two epochs):",
-                  "  python scripts/train_squad.py --config experiments/cpu-full.yaml --max_steps -1 "
-                  "--num_train_epochs 2 --output_dir runs/full"]
-    elif has_native_bf16("cpu"):
-        lines += ["Train one on this CPU (it multiplies bfloat16 natively; times from 2 cores of an AMD EPYC, Zen 4):",
-                  "  python scripts/train_squad.py --config experiments/cpu-bf16.yaml    # ~45 min, dev F1 about 74",
-                  "  python scripts/train_squad.py --config experiments/cpu-full.yaml    # the shipped model's "
-                  "recipe, ~2.4 h an epoch, F1 78 at 0.64 epoch"]
-    else:
-        lines += ["This CPU has no native bfloat16, so a real model takes many hours here (a GPU, or a CPU with",
-                  "AVX512-BF16/AMX, is the place for it). A toy model (dev F1 about 40; 5-40 minutes) to try the tools:",
-                  "  python scripts/train_squad.py --config experiments/smoke.yaml"]
-    lines.append(f"The shipped model lives in {DEFAULT_MODEL_DIR} (restore it with `git checkout -- models/`).")
-    return "\n".join(lines)
-
-
-class CheckpointError(ValueError):
-    """The folder is not a fine-tuned question-answering checkpoint we are willing to serve.
-
-    The first line says what is wrong. ``hint=True`` (the folder is missing or not a QA model, rather
-    than damaged) adds ``train_hint()`` below it: the models already trained here, and how to train one."""
-
-    def __init__(self, message: str, hint: bool = False) -> None:
-        super().__init__(f"{message}\n{train_hint()}" if hint else message)
-        self.hint = hint
-
 
 @dataclass(frozen=True)
 class Answer:
@@ -136,119 +77,6 @@ class QAItem:
     handle_impossible: bool = False
 
 
-def resolve_model_dir(model_dir: str | Path | None = None) -> Path:
-    """--model if given, else $SQUAD_QA_MODEL, else the shipped models/squad-minilm-l6/."""
-    if model_dir:
-        return Path(model_dir)
-    env = os.environ.get(MODEL_ENV_VAR)
-    return Path(env) if env else DEFAULT_MODEL_DIR
-
-
-def _weight_files(path: Path) -> list[Path]:
-    single = path / "model.safetensors"
-    if single.is_file():
-        return [single]
-    index = path / "model.safetensors.index.json"
-    if index.is_file():  # sharded save_pretrained output
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{index} is damaged ({type(e).__name__}: {e})") from None
-        return [path / s for s in shards]
-    return []
-
-
-def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
-    """Refuse anything but a fine-tuned QA checkpoint, with a one-line CheckpointError that says
-    what is wrong (``e.hint``: whether ``train_hint()`` should follow it).
-
-    Reads only the safetensors headers (and, where the folder has SHA256SUMS, hashes the files),
-    so it is cheap enough to run before starting a server. The point: transformers happily loads a
-    base encoder into BertForQuestionAnswering and initialises qa_outputs at random, which would
-    serve confident-looking nonsense; and a damaged file must say so, not dump a traceback.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"model folder {path} does not exist", hint=hint)
-    config = path / "config.json"
-    if not config.is_file():
-        raise CheckpointError(f"{path} has no config.json, so it is not a saved model", hint=hint)
-    files = _weight_files(path)
-    if not files:
-        raise CheckpointError(f"{path} has no model.safetensors (pickled .bin weights are never loaded)", hint=hint)
-    try:  # SHA256SUMS (the shipped model has one, written by scripts/export_fp16.py)
-        verify_checksums(path)
-    except ChecksumError as e:
-        raise CheckpointError(f"{e} (restore the folder, e.g. `git checkout -- {path}`)") from None
-    try:
-        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{config} is damaged ({type(e).__name__}: {e})") from None
-    keys: set[str] = set()
-    for f in files:
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                keys.update(st.keys())
-        except Exception as e:  # SafetensorError (truncated header, bad JSON), OSError
-            raise CheckpointError(f"{f} is damaged or truncated ({type(e).__name__}: {e})") from None
-    missing = [k for k in QA_HEAD_KEYS if not any(key == k or key.endswith("." + k) for key in keys)]
-    if missing:
-        raise CheckpointError(
-            f"{path} is not a fine-tuned question-answering checkpoint: its weights have no "
-            f"{' / '.join(missing)} (a base encoder without a trained QA head); serving it would "
-            f"answer from a randomly initialised head",
-            hint=hint,
-        )
-    if not (path / "tokenizer.json").is_file():
-        raise CheckpointError(f"{path} has no tokenizer.json (a fast tokenizer is needed for offsets)", hint=hint)
-    return path
-
-
-def load_qa_model(path: str | Path, *, trained_head: bool = True) -> torch.nn.Module:
-    """``AutoModelForQuestionAnswering`` in float32 from a local folder, with transformers' load
-    report replaced by what it means here.
-
-    Fine-tuning starts from a base encoder (``trained_head=False``): its QA head is initialised at
-    random (that is what training trains) and its pooler is unused (the QA model has none), so the
-    report's MISSING / UNEXPECTED table is expected and logged as one line. A model to answer with
-    (``trained_head=True``) must bring its head: a missing one is a CheckpointError. float32 also
-    for float16 files (the shipped model): transformers 5 would otherwise keep the stored dtype,
-    and CPUs compute float16 slowly.
-    """
-    from transformers import AutoModelForQuestionAnswering
-
-    hf_logger = logging.getLogger("transformers.modeling_utils")
-    level = hf_logger.level
-    hf_logger.setLevel(logging.ERROR)  # the load report is a WARNING; we report it below
-    try:
-        model, info = AutoModelForQuestionAnswering.from_pretrained(
-            str(path), dtype=torch.float32, output_loading_info=True, use_safetensors=True
-        )
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: the model does not load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    finally:
-        hf_logger.setLevel(level)
-    missing = sorted(info.get("missing_keys", ()))
-    unexpected = sorted(info.get("unexpected_keys", ()))
-    head = [k for k in missing if "qa_outputs" in k]
-    other = [k for k in missing if "qa_outputs" not in k]
-    if trained_head and head:
-        # Belt and braces for check_qa_checkpoint: whatever the key naming, a QA head that the
-        # loader had to initialise is an untrained head.
-        raise CheckpointError(f"{path}: the question-answering head ({', '.join(head)}) was not in the "
-                              f"checkpoint and would be random", hint=True)
-    if head:
-        logger.info("%s: new QA head %s initialised at random (expected: fine-tuning trains it)%s", path,
-                    "/".join(head), f"; unused from the checkpoint: {', '.join(unexpected)}" if unexpected else "")
-    elif unexpected:
-        logger.info("%s: unused from the checkpoint: %s", path, ", ".join(unexpected))
-    if other:
-        logger.warning("%s: %d weights not in the checkpoint, initialised at random: %s", path, len(other),
-                       ", ".join(other[:8]) + (" ..." if len(other) > 8 else ""))
-    return model
-
-
 class QAReader:
     """A fine-tuned extractive QA model plus the project's feature conversion and post-processing."""
 
@@ -269,8 +97,6 @@ class QAReader:
         dtype: str | torch.dtype = "float32",
         packed: bool | None = None,
     ) -> None:
-        from squad_qa.features import validate_feature_params
-
         # Bad window geometry should stop the server from starting, not fail every request.
         validate_feature_params(max_seq_length, doc_stride, max_query_length,
                                 getattr(getattr(model, "config", None), "max_position_embeddings", None))
@@ -336,8 +162,6 @@ class QAReader:
         runs it through torch.compile (see ``compile``). ``packed`` (default None: on CPU for BERT
         models) runs batches without padding (squad_qa/packing.py); False keeps padded batches.
         """
-        from transformers import AutoTokenizer
-
         path = check_qa_checkpoint(resolve_model_dir(path))
         record = read_run_record(path)
         args = run_args(record)
@@ -426,8 +250,6 @@ class QAReader:
     # --------------------------------------------------------------------------------- the model
 
     def features_for(self, examples: Sequence, show_progress: bool = False):
-        from squad_qa.features import convert_examples_to_features
-
         return convert_examples_to_features(
             examples,
             self.tokenizer,
@@ -440,8 +262,6 @@ class QAReader:
 
     def count_windows(self, items: Sequence[QAItem]) -> list[int]:
         """Windows each item's context becomes (what answering it costs), without building them."""
-        from squad_qa.features import windows_needed
-
         return windows_needed(self.tokenizer, [it.question for it in items], [it.context for it in items],
                               self.max_seq_length, self.doc_stride, self.max_query_length)
 
@@ -497,8 +317,6 @@ class QAReader:
                 raise ValueError(f"item {i}: top_k must be in 1..{self.n_best_size}, got {it.top_k}")
             if it.max_answer_length < 1:
                 raise ValueError(f"item {i}: max_answer_length must be >= 1, got {it.max_answer_length}")
-        from squad_qa.data import make_example
-
         examples = [make_example(str(i), it.question, it.context) for i, it in enumerate(items)]
         features = self.features_for(examples)
         width = features.max_seq_length
@@ -511,8 +329,6 @@ class QAReader:
         parts = [(job, np.asarray(rows)) for job, rows in parts if len(rows)]
         if not parts:
             return
-        from squad_qa.features import SquadFeatures
-
         combined = SquadFeatures.concat([job.features.select(rows) for job, rows in parts])
         start, end = self.predict_logits(combined)
         at = 0
@@ -548,8 +364,6 @@ class QAReader:
         return answers
 
     def _postprocess(self, examples, features, start_logits, end_logits, max_answer_length, v2):
-        from squad_qa.postprocess import postprocess_predictions
-
         return postprocess_predictions(
             examples,
             features,

@@ -14,9 +14,10 @@ import torch
 from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa import inference
+from squad_qa import model_dir
 from squad_qa.checkpoint import write_checksums
-from squad_qa.inference import CheckpointError, QAItem, QAReader, check_qa_checkpoint, main
+from squad_qa.inference import QAItem, QAReader, main
+from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.speed import Float32Linear
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -270,14 +271,14 @@ def test_checksums_catch_weights_overwritten_in_place(tmp_path, tiny_qa_checkpoi
 
 
 def test_default_model_is_used_when_none_is_named(tmp_path, tiny_qa_checkpoint, monkeypatch, capsys):
-    monkeypatch.delenv(inference.MODEL_ENV_VAR, raising=False)
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_DIR", tiny_qa_checkpoint)
+    monkeypatch.delenv(model_dir.MODEL_ENV_VAR, raising=False)
+    monkeypatch.setattr(model_dir, "DEFAULT_MODEL_DIR", tiny_qa_checkpoint)
     reader = QAReader.from_pretrained()
     assert reader.model_dir == tiny_qa_checkpoint
     assert main(["--predict_file", str(FIXTURES / "tiny_squad.json"), "--output_dir", str(tmp_path),
                  "--max_eval_samples", "1"]) == 0
     assert f"with {tiny_qa_checkpoint}" in capsys.readouterr().out  # it says which model answered
-    monkeypatch.setenv(inference.MODEL_ENV_VAR, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(model_dir.MODEL_ENV_VAR, str(tmp_path / "elsewhere"))
     with pytest.raises(CheckpointError, match="elsewhere does not exist"):
         QAReader.from_pretrained()
 
@@ -287,8 +288,8 @@ def test_missing_model_message_names_trained_runs_and_a_command(tmp_path, tiny_q
     shutil.copytree(tiny_qa_checkpoint, runs / "my-run")
     shutil.copytree(tiny_qa_checkpoint, runs / "other" / "best")
     (runs / "not-a-model").mkdir()
-    monkeypatch.setattr(inference, "RUN_ROOTS", (runs,))
-    assert inference.find_trained_models((runs,)) != []
+    monkeypatch.setattr(model_dir, "RUN_ROOTS", (runs,))
+    assert model_dir.find_trained_models((runs,)) != []
     with pytest.raises(CheckpointError) as err:
         check_qa_checkpoint(tmp_path / "missing")
     message = str(err.value)
@@ -380,10 +381,10 @@ def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
 def test_fine_tuning_load_explains_the_new_head_instead_of_a_warning_table(caplog, capsys):
     base = squad_qa.default_base_model_path()
     with caplog.at_level("INFO"):
-        model = inference.load_qa_model(base, trained_head=False)
+        model = model_dir.load_qa_model(base, trained_head=False)
     assert hasattr(model, "qa_outputs")
     assert "LOAD REPORT" not in caplog.text + capsys.readouterr().err
-    ours = [r for r in caplog.records if r.name == "squad_qa.inference"]
+    ours = [r for r in caplog.records if r.name == "squad_qa.model_dir"]
     (line,) = [r.getMessage() for r in ours if "qa_outputs" in r.getMessage()]
     assert "initialised at random (expected: fine-tuning trains it)" in line and "pooler" in line
     assert not [r for r in ours if r.levelname == "WARNING"]
