@@ -137,7 +137,7 @@ def test_predict_py_writes_the_same_predictions_packed_or_not(tmp_path, checkpoi
     import json
     from pathlib import Path
 
-    from squad_qa.inference import main
+    from squad_qa.predict import main
 
     fixture = Path(__file__).resolve().parent / "fixtures" / "tiny_squad.json"
     argv = ["--model", str(checkpoint), "--predict_file", str(fixture), "--n_best_size", "5"]
