@@ -37,10 +37,12 @@ from squad_qa.postprocess import postprocess_predictions
 from squad_qa.run_record import read_run_record, run_args
 from squad_qa.speed import compile_for_inference, prepare_for_autocast, quantize_model, resolve_dtype, setup_packing
 
-# TEMPORARY for train.py until its split lands: it imports these from here.
+# TEMPORARY for train.py until its split lands: it imports collate from here (its other names from
+# here, CheckpointError, check_qa_checkpoint, load_qa_model and predict_logits, are imports above).
 from squad_qa.batching import collate  # noqa: F401
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -145,7 +147,7 @@ class QAReader:
         **kwargs: Any,
     ) -> "QAReader":
         """Load a fine-tuned checkpoint folder (safetensors + tokenizer), refusing anything else
-        with a one-line CheckpointError. ``path`` None: the shipped model (``resolve_model_dir``:
+        with a one-line CheckpointError. ``path`` None: the shipped model (``model_dir.resolve_model_dir``:
         $SQUAD_QA_MODEL, else models/squad-minilm-l6/), so ``QAReader.from_pretrained()`` answers
         out of the box.
 
