@@ -58,8 +58,9 @@ import httpx  # start-up polling only
 
 from service.app import ServiceSettings  # the service's defaults
 from squad_qa.features import context_room
-from squad_qa.inference import DTYPE_CHOICES
+from squad_qa.speed import DTYPE_CHOICES
 from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
+from squad_qa.run_record import read_run_record, write_run_record
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEV = REPO / ".." / "shared" / "squad" / "dev-v1.1.json.gz"
@@ -86,7 +87,7 @@ def make_speed_checkpoint(out: Path, seed: int = 0) -> Path:
     record = {"note": SPEED_ONLY_NOTE, "speed_only": True, "seed": seed,
               "training_args": {"model_name_or_path": str(base), "max_seq_length": 384, "doc_stride": 128,
                        "max_query_length": 64}, "metrics": None}
-    (out / "squad_qa.json").write_text(json.dumps(record, indent=2))
+    write_run_record(out, record)
     (out / "SPEED_ONLY_README.txt").write_text(SPEED_ONLY_NOTE + "\n")
     return out
 
@@ -331,8 +332,7 @@ def main(argv=None) -> int:
         model = args.model
     else:
         p.error("give --model DIR (fine-tuned) or --make_speed_checkpoint DIR")
-    record = model / "squad_qa.json"
-    speed_only = record.is_file() and json.loads(record.read_text()).get("speed_only", False)
+    speed_only = read_run_record(model).get("speed_only", False)
 
     questions = load_questions(args.predict_file, args.num_questions, args.sample)
     from transformers import AutoTokenizer

@@ -12,27 +12,25 @@ only the export itself rounds, by at most 2^-11 relative). squad_qa.json (run in
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
+import torch
+from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+import squad_qa  # noqa: E402
 from squad_qa.checkpoint import file_sha256, write_checksums  # noqa: E402
-
-RUN_INFO_FILE = "squad_qa.json"
-
-
-def _is_qa_checkpoint(src: Path) -> bool:
-    config = json.loads((src / "config.json").read_text())
-    return any(a.endswith("ForQuestionAnswering") for a in config.get("architectures") or [])
+from squad_qa.model_dir import missing_qa_head_keys  # noqa: E402
+from squad_qa.run_record import RUN_INFO_FILE, read_run_record, run_args  # noqa: E402
 
 
 def model_card(dst: Path, src: Path) -> str:
-    info = json.loads((dst / RUN_INFO_FILE).read_text()) if (dst / RUN_INFO_FILE).is_file() else {}
+    info = read_run_record(dst)
     metrics = info.get("metrics") or {}
-    targs = info.get("training_args") or {}
+    targs = run_args(info)
     em = metrics.get("exact_match", metrics.get("exact"))
     f1 = metrics.get("f1")
     score = (f"EM {em:.2f} / F1 {f1:.2f} on {metrics.get('num_questions', '?')} SQuAD v1.1 dev questions "
@@ -68,13 +66,10 @@ Training flags:
 
 
 def export_fp16(src: Path, dst: Path, write_card: bool = False) -> dict:
-    import torch
-    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
-
     if not (src / "config.json").is_file():
         raise FileNotFoundError(f"{src}: no config.json (not a transformers model folder)")
     # A base encoder stays a base encoder: a QA class would add a random, never-trained head to the file.
-    cls = AutoModelForQuestionAnswering if _is_qa_checkpoint(src) else AutoModel
+    cls = AutoModel if missing_qa_head_keys(src) else AutoModelForQuestionAnswering
     model = cls.from_pretrained(src, dtype=torch.float16)
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst, safe_serialization=True)
@@ -99,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.paths) == 2:
         src, dst = Path(args.paths[0]), Path(args.paths[1])
     else:
-        import squad_qa
-
         src, dst = squad_qa.default_base_model_path(), Path(args.paths[0])
     if src.resolve() == dst.resolve():
         p.error("SRC and DST must differ")

@@ -46,8 +46,9 @@ from service.schemas import (
     HealthResponse,
     ModelInfo,
 )
-from squad_qa.inference import (DTYPE_CHOICES, QUANTIZE_CHOICES, CheckpointError, QAItem, QAReader,
-                                check_qa_checkpoint, resolve_model_dir)
+from squad_qa.inference import QAItem, QAReader
+from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, resolve_model_dir
+from squad_qa.speed import DTYPE_CHOICES, QUANTIZE_CHOICES
 
 logger = logging.getLogger(__name__)
 

@@ -30,17 +30,16 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from safetensors.torch import load_file, save_file
 
 from squad_qa.averaging import averaged_state_dict, load_averaged_state_dict
+from squad_qa.run_record import write_run_record
 from squad_qa.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
-RUN_INFO_FILE = "squad_qa.json"
 CHECKSUMS_FILE = "SHA256SUMS"  # `sha256sum` format: checkpoints and the shipped model folder
 # What every checkpoint has, whatever the tricks (trainer_state.json last of all).
 REQUIRED_FILES = ("config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
@@ -212,7 +211,7 @@ def save_model_dir(model, tokenizer, path: Path, info: dict[str, Any] | None = N
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     if info is not None:
-        (path / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        write_run_record(path, info)
 
 
 def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tokenizer, optimizer, scheduler,

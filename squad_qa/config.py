@@ -13,7 +13,7 @@ from typing import Any
 
 from squad_qa.checkpoint import CHECKPOINT_PREFIX, find_latest_checkpoint
 from squad_qa.features import validate_feature_params
-from squad_qa.inference import CheckpointError, check_qa_checkpoint
+from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.optim import SCHEDULER_CHOICES
 from squad_qa.runtime import use_cuda
 

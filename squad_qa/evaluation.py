@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from squad_qa.batching import predict_logits
 from squad_qa.data import load_squad_json, read_squad_examples
 from squad_qa.features import convert_examples_to_features
-from squad_qa.inference import predict_logits
 from squad_qa.metrics import evaluate_v1, evaluate_v2
 from squad_qa.postprocess import postprocess_predictions, write_predictions
 from squad_qa.runtime import Runtime, main_process_first

@@ -10,27 +10,14 @@ windows training and evaluation use, and postprocess.postprocess_predictions tur
 spans. So an answer from the service is the answer predict.py would write for the same input.
 
 Speed comes from batching, packing and precision: the windows of every request in a call run
-together in batches of at most `max_batch_size`, under torch.inference_mode. On CPU (BERT models)
-a batch is packed: its windows back to back in one row without padding, attention window by
-window (squad_qa/packing.py; 1.27x faster than padding on a service's mixed-length batches).
-Elsewhere windows are sorted by length and cut into batches where padding would exceed a quarter
-of a batch (`length_batches`: dynamic padding that also holds for a few requests of mixed
-lengths). `dtype="bfloat16"` (or "auto" where the hardware has it) runs the matrix products under
-autocast at about twice float32's speed on CPUs with AVX512-BF16/AMX. float32 is the default of
-the library and predict.py (reference numbers); the service defaults to "auto". `compile=True`
-adds torch.compile (see `compile_for_inference`): another 5-25% on CPU, for ~30 s of compiling
-when the reader loads.
+together in batches of at most `max_batch_size`, under torch.inference_mode (squad_qa/batching.py:
+packed on CPU for BERT models, else sorted by length with little padding). `dtype`, `quantize`,
+`compile` and `packed` are the switches of squad_qa/speed.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import logging
-import math
-import os
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,165 +26,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa.checkpoint import ChecksumError, verify_checksums
+from squad_qa.batching import predict_logits
+from squad_qa.data import make_example
+from squad_qa.features import SquadFeatures, convert_examples_to_features, validate_feature_params, windows_needed
+from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
+from squad_qa.postprocess import postprocess_predictions
+from squad_qa.run_record import read_run_record, run_args
+from squad_qa.speed import compile_for_inference, prepare_for_autocast, quantize_model, resolve_dtype, setup_packing
+
 
 logger = logging.getLogger(__name__)
-
-# The checkpoint that ships with the project (trained by scripts/train_squad.py). It may not exist
-# in a fresh checkout: then every entry point says how to make one instead of guessing.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "squad-minilm-l6"
-MODEL_ENV_VAR = "SQUAD_QA_MODEL"
-TRAINING_RECORD = "squad_qa.json"  # written next to the weights by the training loop
-QA_HEAD_KEYS = ("qa_outputs.weight", "qa_outputs.bias")
-
-# Where `serve` / `predict.py` look for models the user has already trained (when the shipped one is missing).
-RUN_ROOTS = (Path("runs"), Path.home() / "squad-runs")
-
-
-def find_trained_models(roots: Sequence[Path] | None = None, limit: int = 8) -> list[Path]:
-    """Fine-tuned QA model folders under ``roots`` (default ``RUN_ROOTS``: a run's output_dir and
-    its best/), newest first."""
-    found = []
-    for root in RUN_ROOTS if roots is None else roots:
-        if not root.is_dir():
-            continue
-        for cfg in [*root.glob("*/config.json"), *root.glob("*/best/config.json")]:
-            try:
-                found.append((cfg.stat().st_mtime, check_qa_checkpoint(cfg.parent, hint=False)))
-            except (CheckpointError, OSError):
-                continue
-    return [p for _, p in sorted(found, reverse=True)[:limit]]
-
-
-def train_hint() -> str:
-    """How to get a model, for this machine: the models already trained here, then a command that fits."""
-    lines = []
-    trained = find_trained_models()
-    if trained:
-        lines.append("Models already trained on this machine (pass one with --model):")
-        lines += [f"  {p}" for p in trained]
-    if torch.cuda.is_available():
-        lines += ["Train one on this GPU (all of train-v1.1, two epochs):",
-                  "  python scripts/train_squad.py --config experiments/cpu-full.yaml --max_steps -1 "
-                  "--num_train_epochs 2 --output_dir runs/full"]
-    elif has_native_bf16("cpu"):
-        lines += ["Train one on this CPU (it multiplies bfloat16 natively; times from 2 cores of an AMD EPYC, Zen 4):",
-                  "  python scripts/train_squad.py --config experiments/cpu-bf16.yaml    # ~45 min, dev F1 about 74",
-                  "  python scripts/train_squad.py --config experiments/cpu-full.yaml    # the shipped model's "
-                  "recipe, ~2.4 h an epoch, F1 78 at 0.64 epoch"]
-    else:
-        lines += ["This CPU has no native bfloat16, so a real model takes many hours here (a GPU, or a CPU with",
-                  "AVX512-BF16/AMX, is the place for it). A toy model (dev F1 about 40; 5-40 minutes) to try the tools:",
-                  "  python scripts/train_squad.py --config experiments/smoke.yaml"]
-    lines.append(f"The shipped model lives in {DEFAULT_MODEL_DIR} (restore it with `git checkout -- models/`).")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------ features -> logits
-# Shared by training-time evaluation (train.py) and the reader below.
-
-
-def collate(features, idx, pad_to: int | None = None, pad_multiple: int = 1, with_targets: bool = True,
-            with_valid_mask: bool = False) -> dict[str, torch.Tensor]:
-    """Slice a batch out of the column-wise features, cut to the batch's longest window (dynamic padding).
-
-    ``pad_to`` forces a fixed width (e.g. max_seq_length, for comparison); ``pad_multiple`` rounds the width up
-    (8 on GPUs: tensor-core friendly shapes).  ``valid_mask`` marks the positions an answer may take (context
-    tokens + CLS, i.e. p_mask == 0): label smoothing and R-Drop spread/compare probability mass only there.
-    """
-    idx = np.asarray(idx)
-    width = int(pad_to) if pad_to else int(features.seq_len[idx].max())
-    width = min(int(math.ceil(width / pad_multiple) * pad_multiple), features.max_seq_length)
-    batch = {
-        "input_ids": torch.from_numpy(features.input_ids[idx, :width].astype(np.int64)),
-        "attention_mask": torch.from_numpy(features.attention_mask[idx, :width].astype(np.int64)),
-        "token_type_ids": torch.from_numpy(features.token_type_ids[idx, :width].astype(np.int64)),
-    }
-    if with_targets:
-        batch["start_positions"] = torch.from_numpy(features.start_position[idx].astype(np.int64))
-        batch["end_positions"] = torch.from_numpy(features.end_position[idx].astype(np.int64))
-    if with_valid_mask:
-        batch["valid_mask"] = torch.from_numpy(features.p_mask[idx, :width] == 0)
-    return batch
-
-
-def length_batches(lengths: np.ndarray, batch_size: int, max_padding: float = 0.25) -> list[np.ndarray]:
-    """Batches of row numbers, longest first, each padded to its first (longest) row's length.
-
-    A batch is closed when it holds ``batch_size`` rows or when the next row would make more than
-    ``max_padding`` of its padded tokens padding. Over a whole dataset neighbouring lengths are
-    nearly equal and batches fill up; a service's few requests of mixed lengths would otherwise pad
-    a 60-token window to 380 and spend most of the forward pass on padding.
-    """
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    lengths = np.asarray(lengths)[order].astype(np.int64)
-    batches, start, real = [], 0, 0
-    for i, n in enumerate(lengths.tolist()):
-        count = i - start + 1
-        if i > start and (count > batch_size or real + n < (1 - max_padding) * count * lengths[start]):
-            batches.append(order[start:i])
-            start, real = i, 0
-        real += n
-    if len(order):
-        batches.append(order[start:])
-    return batches
-
-
-@torch.inference_mode()
-def predict_logits(model, features, indices: np.ndarray, batch_size: int, device: torch.device,
-                   amp: contextlib.AbstractContextManager | None = None, pad_multiple: int = 1,
-                   show_progress: bool = False, packed: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Start/end logits for ``features[indices]``, float32 ``[len(indices), L]`` (columns >= seq_len unused).
-
-    ``packed=True`` (a model set up with ``packing.enable_packing``): each batch of up to
-    ``batch_size`` windows goes through the model as one padding-free row (see squad_qa/packing.py).
-    """
-    width = features.max_seq_length
-    start = np.zeros((len(indices), width), dtype=np.float32)
-    end = np.zeros((len(indices), width), dtype=np.float32)
-    indices = np.asarray(indices)
-    if packed:  # no padding to avoid: consecutive windows, up to batch_size per row
-        from squad_qa.packing import check_packing_enabled, pack, unpack
-
-        check_packing_enabled(model)
-        batches = [np.arange(lo, min(lo + batch_size, len(indices))) for lo in range(0, len(indices), batch_size)]
-    else:  # batches of similar lengths (little padding)
-        batches = length_batches(features.seq_len[indices], batch_size)
-    was_training = model.training
-    model.eval()
-    for rows in tqdm(batches, desc="evaluating", disable=not show_progress, leave=False):
-        if packed:
-            batch, window, position = pack(features, indices[rows])
-        else:
-            batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with amp if amp is not None else contextlib.nullcontext():
-            out = model(**batch)
-        # results go back to their rows
-        if packed:
-            unpack(out.start_logits, window, position, start, rows)
-            unpack(out.end_logits, window, position, end, rows)
-        else:
-            t = out.start_logits.shape[1]
-            start[rows, :t] = out.start_logits.float().cpu().numpy()
-            end[rows, :t] = out.end_logits.float().cpu().numpy()
-    model.train(was_training)
-    return start, end
-
-
-class CheckpointError(ValueError):
-    """The folder is not a fine-tuned question-answering checkpoint we are willing to serve.
-
-    The first line says what is wrong. ``hint=True`` (the folder is missing or not a QA model, rather
-    than damaged) adds ``train_hint()`` below it: the models already trained here, and how to train one."""
-
-    def __init__(self, message: str, hint: bool = False) -> None:
-        super().__init__(f"{message}\n{train_hint()}" if hint else message)
-        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -232,252 +73,6 @@ class QAItem:
     handle_impossible: bool = False
 
 
-QUANTIZE_CHOICES = ("int8",)
-DTYPE_CHOICES = ("float32", "bfloat16", "float16", "auto")
-
-
-def has_native_bf16(device: str | torch.device) -> bool:
-    """Does the device multiply bfloat16 matrices in hardware? On CPUs without AVX512-BF16 or
-    AMX, oneDNN emulates bf16 and autocast is slower than float32."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        try:
-            return any(bool(probe()) for probe in probes if probe is not None)
-        except RuntimeError:
-            return False
-    return False
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
-    """The compute dtype for inference. "auto": bfloat16 where the device has it natively (about
-    twice float32's speed on such CPUs; answers differ from float32's on under 1% of dev-v1.1
-    questions, 23 of the first 3,000 in our check), else float32. float16 is for CUDA only (no
-    CPU autocast for it)."""
-    device = torch.device(device)
-    if isinstance(dtype, torch.dtype):
-        dtype = str(dtype).removeprefix("torch.")
-    dtype = dtype or "float32"
-    if dtype not in DTYPE_CHOICES:
-        raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {dtype!r}")
-    if dtype == "auto":
-        dtype = "bfloat16" if has_native_bf16(device) else "float32"
-    if dtype == "float16" and device.type != "cuda":
-        raise ValueError(f"dtype float16 needs a CUDA device (the model is on {device}); use bfloat16 on CPU")
-    return getattr(torch, dtype)
-
-
-def quantize_model(model: torch.nn.Module, mode: str, device: str | torch.device) -> torch.nn.Module:
-    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per
-    batch on the fly): the encoder's matrix products dominate CPU inference and run ~4x faster."""
-    if mode not in QUANTIZE_CHOICES:
-        raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {mode!r}")
-    if torch.device(device).type != "cpu":
-        raise ValueError(f"quantize={mode!r} is for CPU inference; the model is on {device}")
-    import warnings
-
-    with warnings.catch_warnings():  # torch points eager-mode quantisation users at torchao
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-class Float32Linear(torch.nn.Module):
-    """A Linear that computes in float32 even under autocast (see ``prepare_for_autocast``)."""
-
-    def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
-        self.linear = linear.float()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return self.linear(x.float())
-
-
-def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
-    """torch.compile a QA model for inference-only use (inductor, dynamic shapes, frozen weights).
-
-    - ``dynamic=True``: windows come in every batch size and width (dynamic padding), and one graph
-      serves them all. Dynamo specialises batch size 1 on its own, so padded batches compile twice;
-      packed ones (squad_qa/packing.py) are always one row, one graph for every length.
-      ``QAReader.warm_up`` triggers the compilations when the reader loads instead of on the first
-      requests.
-    - ``freezing``: the weights become constants of the graph, so inductor can pre-pack them for
-      oneDNN's matrix products once. The compiled module does not see later changes to the weights.
-    - What it buys on CPU: the LayerNorm / GELU / residual / mask element-wise work is fused into a
-      few generated C++ loops. On this project's 2-core AVX512-BF16 machine, in bf16: a batch of 8
-      dev windows takes 9-16% less time in-process; predict.py's forward passes (batches of 64)
-      run 1.25x faster (float32: 1.09x); through the service, compiled and plain servers side by
-      side on 500 dev questions from all articles (benchmarks/bench_compile.py): 1.18-1.23x the
-      questions/s at concurrency 8, 1.06-1.12x at 1 with padded batches, 1.11x and 1.20x with
-      packed ones. What is left is the matrix products (~55%) and attention (~35%), which were
-      library kernels already.
-    - Numbers: inductor keeps fused intermediates in float32 where eager rounds each op's output to
-      bf16, so compiled bf16 is a little closer to float32 (answers differing from float32's: 17
-      of the first 3,000 dev questions against 23); compiled float32 gave float32's answers on all.
-    - It takes ~25-30 s on 2 cores (also with inductor's cache warm) and a C++ compiler (inductor
-      builds its kernels with the system's g++).
-    """
-    return torch.compile(model, dynamic=True, options={"freezing": True})
-
-
-def prepare_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Ready a QA model, in place, for inference under autocast in ``dtype`` (bf16 / fp16).
-
-    - The encoder's Linear weights are stored in ``dtype``. Autocast would cast them on every
-      forward pass (its cast cache lasts one call), so the numbers are identical, but the copies
-      are gone: a few percent faster per window on CPU (1-13% in our noisy measurements), half
-      their memory. Embeddings and LayerNorms stay float32, as autocast runs them.
-    - The QA head (``qa_outputs``) computes in float32. Its outputs are the logits whose sums rank
-      every span, and bfloat16 keeps about 3 significant digits (a logit of 8 is rounded to a
-      multiple of 1/16), enough to flip near-ties between spans. A float32 head costs nothing
-      measurable (384 x 2 weights) and removed a third of bf16's answer changes against float32
-      (34 -> 23 of the first 3,000 dev-v1.1 questions, with the experiments/cpu-bf16.yaml model).
-    """
-    head = getattr(model, "qa_outputs", None)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module is not head:
-            module.to(dtype)
-    if isinstance(head, torch.nn.Linear):
-        model.qa_outputs = Float32Linear(head)
-    return model
-
-
-def resolve_model_dir(model_dir: str | Path | None = None) -> Path:
-    """--model if given, else $SQUAD_QA_MODEL, else the shipped models/squad-minilm-l6/."""
-    if model_dir:
-        return Path(model_dir)
-    env = os.environ.get(MODEL_ENV_VAR)
-    return Path(env) if env else DEFAULT_MODEL_DIR
-
-
-def _weight_files(path: Path) -> list[Path]:
-    single = path / "model.safetensors"
-    if single.is_file():
-        return [single]
-    index = path / "model.safetensors.index.json"
-    if index.is_file():  # sharded save_pretrained output
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{index} is damaged ({type(e).__name__}: {e})") from None
-        return [path / s for s in shards]
-    return []
-
-
-def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
-    """Refuse anything but a fine-tuned QA checkpoint, with a one-line CheckpointError that says
-    what is wrong (``e.hint``: whether ``train_hint()`` should follow it).
-
-    Reads only the safetensors headers (and, where the folder has SHA256SUMS, hashes the files),
-    so it is cheap enough to run before starting a server. The point: transformers happily loads a
-    base encoder into BertForQuestionAnswering and initialises qa_outputs at random, which would
-    serve confident-looking nonsense; and a damaged file must say so, not dump a traceback.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"model folder {path} does not exist", hint=hint)
-    config = path / "config.json"
-    if not config.is_file():
-        raise CheckpointError(f"{path} has no config.json, so it is not a saved model", hint=hint)
-    files = _weight_files(path)
-    if not files:
-        raise CheckpointError(f"{path} has no model.safetensors (pickled .bin weights are never loaded)", hint=hint)
-    try:  # SHA256SUMS (the shipped model has one, written by scripts/export_fp16.py)
-        verify_checksums(path)
-    except ChecksumError as e:
-        raise CheckpointError(f"{e} (restore the folder, e.g. `git checkout -- {path}`)") from None
-    try:
-        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{config} is damaged ({type(e).__name__}: {e})") from None
-    keys: set[str] = set()
-    for f in files:
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                keys.update(st.keys())
-        except Exception as e:  # SafetensorError (truncated header, bad JSON), OSError
-            raise CheckpointError(f"{f} is damaged or truncated ({type(e).__name__}: {e})") from None
-    missing = [k for k in QA_HEAD_KEYS if not any(key == k or key.endswith("." + k) for key in keys)]
-    if missing:
-        raise CheckpointError(
-            f"{path} is not a fine-tuned question-answering checkpoint: its weights have no "
-            f"{' / '.join(missing)} (a base encoder without a trained QA head); serving it would "
-            f"answer from a randomly initialised head",
-            hint=hint,
-        )
-    if not (path / "tokenizer.json").is_file():
-        raise CheckpointError(f"{path} has no tokenizer.json (a fast tokenizer is needed for offsets)", hint=hint)
-    return path
-
-
-def load_qa_model(path: str | Path, *, trained_head: bool = True) -> torch.nn.Module:
-    """``AutoModelForQuestionAnswering`` in float32 from a local folder, with transformers' load
-    report replaced by what it means here.
-
-    Fine-tuning starts from a base encoder (``trained_head=False``): its QA head is initialised at
-    random (that is what training trains) and its pooler is unused (the QA model has none), so the
-    report's MISSING / UNEXPECTED table is expected and logged as one line. A model to answer with
-    (``trained_head=True``) must bring its head: a missing one is a CheckpointError. float32 also
-    for float16 files (the shipped model): transformers 5 would otherwise keep the stored dtype,
-    and CPUs compute float16 slowly.
-    """
-    from transformers import AutoModelForQuestionAnswering
-
-    hf_logger = logging.getLogger("transformers.modeling_utils")
-    level = hf_logger.level
-    hf_logger.setLevel(logging.ERROR)  # the load report is a WARNING; we report it below
-    try:
-        model, info = AutoModelForQuestionAnswering.from_pretrained(
-            str(path), dtype=torch.float32, output_loading_info=True, use_safetensors=True
-        )
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: the model does not load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    finally:
-        hf_logger.setLevel(level)
-    missing = sorted(info.get("missing_keys", ()))
-    unexpected = sorted(info.get("unexpected_keys", ()))
-    head = [k for k in missing if "qa_outputs" in k]
-    other = [k for k in missing if "qa_outputs" not in k]
-    if trained_head and head:
-        # Belt and braces for check_qa_checkpoint: whatever the key naming, a QA head that the
-        # loader had to initialise is an untrained head.
-        raise CheckpointError(f"{path}: the question-answering head ({', '.join(head)}) was not in the "
-                              f"checkpoint and would be random", hint=True)
-    if head:
-        logger.info("%s: new QA head %s initialised at random (expected: fine-tuning trains it)%s", path,
-                    "/".join(head), f"; unused from the checkpoint: {', '.join(unexpected)}" if unexpected else "")
-    elif unexpected:
-        logger.info("%s: unused from the checkpoint: %s", path, ", ".join(unexpected))
-    if other:
-        logger.warning("%s: %d weights not in the checkpoint, initialised at random: %s", path, len(other),
-                       ", ".join(other[:8]) + (" ..." if len(other) > 8 else ""))
-    return model
-
-
-def read_training_record(path: str | Path) -> dict[str, Any]:
-    """squad_qa.json written by the training loop (args + metrics); {} when absent or unreadable."""
-    record = Path(path) / TRAINING_RECORD
-    if not record.is_file():
-        return {}
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        logger.warning("ignoring unreadable %s: %s", record, e)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _record_args(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    for key in ("args", "training_args", "train_args"):
-        if isinstance(record.get(key), Mapping):
-            return record[key]
-    return {}
-
-
 class QAReader:
     """A fine-tuned extractive QA model plus the project's feature conversion and post-processing."""
 
@@ -498,8 +93,6 @@ class QAReader:
         dtype: str | torch.dtype = "float32",
         packed: bool | None = None,
     ) -> None:
-        from squad_qa.features import validate_feature_params
-
         # Bad window geometry should stop the server from starting, not fail every request.
         validate_feature_params(max_seq_length, doc_stride, max_query_length,
                                 getattr(getattr(model, "config", None), "max_position_embeddings", None))
@@ -520,15 +113,8 @@ class QAReader:
         self.dtype = resolve_dtype(dtype, self.device)
         if self.quantized and self.dtype != torch.float32:
             raise ValueError(f"quantize={self.quantized!r} runs int8 matrix products: dtype must be float32")
-        # Packed (padding-free) batches: by default on CPU, for the models packing supports. On a
-        # GPU, attention window by window would be a kernel launch per window and layer.
-        from squad_qa.packing import enable_packing, supports_packing
-
-        if packed is None:
-            packed = self.device.type == "cpu" and supports_packing(model)
-        if packed:
-            enable_packing(model)
-        self.packed = bool(packed)
+        # Packed (padding-free) batches: by default on CPU, for the models packing supports.
+        self.packed = setup_packing(model, self.device, packed)
         # The forward pass goes through `self.forward_model`: the compiled module after compile()
         # (self.model stays the plain one, for describe() and anyone who wants the weights).
         self.forward_model = self.model
@@ -558,7 +144,7 @@ class QAReader:
         **kwargs: Any,
     ) -> "QAReader":
         """Load a fine-tuned checkpoint folder (safetensors + tokenizer), refusing anything else
-        with a one-line CheckpointError. ``path`` None: the shipped model (``resolve_model_dir``:
+        with a one-line CheckpointError. ``path`` None: the shipped model (``model_dir.resolve_model_dir``:
         $SQUAD_QA_MODEL, else models/squad-minilm-l6/), so ``QAReader.from_pretrained()`` answers
         out of the box.
 
@@ -572,11 +158,9 @@ class QAReader:
         runs it through torch.compile (see ``compile``). ``packed`` (default None: on CPU for BERT
         models) runs batches without padding (squad_qa/packing.py); False keeps padded batches.
         """
-        from transformers import AutoTokenizer
-
         path = check_qa_checkpoint(resolve_model_dir(path))
-        record = read_training_record(path)
-        args = _record_args(record)
+        record = read_run_record(path)
+        args = run_args(record)
         model = load_qa_model(path, trained_head=True)
         if record.get("speed_only"):  # benchmarks/bench_service.py's random-head checkpoint
             logger.warning("%s is a SPEED-ONLY checkpoint with a random QA head: %s", path, record.get("note", ""))
@@ -636,7 +220,7 @@ class QAReader:
 
     def describe(self) -> dict[str, Any]:
         """What GET /v1/model reports: identity, window geometry, recorded metrics."""
-        args = _record_args(self.record)
+        args = run_args(self.record)
         # The base encoder is only known from the training record: config._name_or_path is just
         # wherever the weights were last loaded from. A "base_model" written into the record names it better
         # than the path it was trained from (e.g. a copy made for the GPU machine).
@@ -662,8 +246,6 @@ class QAReader:
     # --------------------------------------------------------------------------------- the model
 
     def features_for(self, examples: Sequence, show_progress: bool = False):
-        from squad_qa.features import convert_examples_to_features
-
         return convert_examples_to_features(
             examples,
             self.tokenizer,
@@ -676,8 +258,6 @@ class QAReader:
 
     def count_windows(self, items: Sequence[QAItem]) -> list[int]:
         """Windows each item's context becomes (what answering it costs), without building them."""
-        from squad_qa.features import windows_needed
-
         return windows_needed(self.tokenizer, [it.question for it in items], [it.context for it in items],
                               self.max_seq_length, self.doc_stride, self.max_query_length)
 
@@ -733,8 +313,6 @@ class QAReader:
                 raise ValueError(f"item {i}: top_k must be in 1..{self.n_best_size}, got {it.top_k}")
             if it.max_answer_length < 1:
                 raise ValueError(f"item {i}: max_answer_length must be >= 1, got {it.max_answer_length}")
-        from squad_qa.data import make_example
-
         examples = [make_example(str(i), it.question, it.context) for i, it in enumerate(items)]
         features = self.features_for(examples)
         width = features.max_seq_length
@@ -747,8 +325,6 @@ class QAReader:
         parts = [(job, np.asarray(rows)) for job, rows in parts if len(rows)]
         if not parts:
             return
-        from squad_qa.features import SquadFeatures
-
         combined = SquadFeatures.concat([job.features.select(rows) for job, rows in parts])
         start, end = self.predict_logits(combined)
         at = 0
@@ -784,8 +360,6 @@ class QAReader:
         return answers
 
     def _postprocess(self, examples, features, start_logits, end_logits, max_answer_length, v2):
-        from squad_qa.postprocess import postprocess_predictions
-
         return postprocess_predictions(
             examples,
             features,
@@ -810,101 +384,3 @@ class QAReader:
             out.append(Answer("", float(null.probability) if null else 1.0, 0, 0))
         out.extend(Answer(p.text, float(p.probability), int(p.start), int(p.end)) for p in spans)
         return out[: item.top_k]
-
-
-# ------------------------------------------------------------------------------- predict.py
-
-
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="predict.py",
-        description="Write SQuAD prediction files (predictions.json, nbest_predictions.json, "
-        "null_odds.json for v2) with a fine-tuned checkpoint.",
-    )
-    p.add_argument("--model", "--model_name_or_path", dest="model", default=None,
-                   help="fine-tuned checkpoint folder (safetensors + tokenizer); default: $SQUAD_QA_MODEL, "
-                        "else the shipped models/squad-minilm-l6/")
-    p.add_argument("--predict_file", required=True, help="SQuAD .json or .json.gz")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--max_eval_samples", type=int, default=None, help="predict the first N questions only")
-    p.add_argument("--version_2_with_negative", action="store_true")
-    p.add_argument("--null_score_diff_threshold", type=float, default=0.0)
-    p.add_argument("--n_best_size", type=int, default=20)
-    p.add_argument("--max_answer_length", type=int, default=30)
-    p.add_argument("--max_seq_length", type=int, default=None, help="default: the checkpoint's, else 384")
-    p.add_argument("--doc_stride", type=int, default=None, help="default: the checkpoint's, else 128")
-    p.add_argument("--max_query_length", type=int, default=None, help="default: the checkpoint's, else 64")
-    p.add_argument("--predict_batch_size", type=int, default=64)
-    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
-    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
-                   help="CPU only: dynamic int8 Linear layers (faster, slightly different answers)")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
-                   help="compute dtype (autocast); float32 (default) gives the reference numbers, "
-                        "auto = bfloat16 where the hardware has it")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (~30 s at start, then 5-25%% faster on CPU)")
-    p.add_argument("--no_packing", dest="packing", action="store_false",
-                   help="padded batches also on CPU (default there: windows packed without padding, "
-                        "squad_qa/packing.py)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from squad_qa.data import SquadFormatError, read_squad_examples
-    from squad_qa.postprocess import postprocess_predictions, write_predictions
-
-    args = build_arg_parser().parse_args(argv)
-    if args.max_eval_samples is not None and args.max_eval_samples < 1:
-        print(f"error: --max_eval_samples must be >= 1, got {args.max_eval_samples}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    t0 = time.perf_counter()
-    # The data first: a bad file should not wait for the model to load.
-    try:
-        examples = read_squad_examples(args.predict_file, is_training=False,
-                                       version_2_with_negative=args.version_2_with_negative)
-    except SquadFormatError as e:
-        print(f"error: bad SQuAD file: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: --predict_file {args.predict_file}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    if args.max_eval_samples:
-        examples = examples[: args.max_eval_samples]
-    try:
-        reader = QAReader.from_pretrained(
-            args.model,
-            device=args.device,
-            max_seq_length=args.max_seq_length,
-            doc_stride=args.doc_stride,
-            max_query_length=args.max_query_length,
-            n_best_size=args.n_best_size,
-            max_batch_size=args.predict_batch_size,
-            quantize=args.quantize,
-            dtype=args.dtype,
-            compile=args.compile,
-            packed=None if args.packing else False,
-        )
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # window geometry that does not fit the model
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    logger.info("model %s; %d questions from %s", reader.model_dir, len(examples), args.predict_file)
-    features = reader.features_for(examples, show_progress=True)
-    start_logits, end_logits = reader.predict_logits(features, show_progress=True)  # tqdm: rate and time left
-    result = postprocess_predictions(
-        examples, features, start_logits, end_logits,
-        n_best_size=args.n_best_size,
-        max_answer_length=args.max_answer_length,
-        version_2_with_negative=args.version_2_with_negative,
-        null_score_diff_threshold=args.null_score_diff_threshold,
-    )
-    paths = write_predictions(result, args.output_dir)
-    took = time.perf_counter() - t0
-    print(f"{len(examples)} questions, {len(features)} windows, {took:.1f} s "
-          f"({len(examples) / max(took, 1e-9):.1f} questions/s) with {reader.model_dir}")
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-    return 0

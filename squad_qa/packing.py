@@ -4,7 +4,7 @@ Why: a padded batch is as wide as its longest window. Over a whole dataset sorte
 costs little, but a service's batch is a few requests of whatever lengths they have: on 500
 dev-v1.1 questions from all articles, answered 8 at a time, 19.5% of the tokens the encoder saw
 were padding, and 34% of the attention scores (attention grows with the square of the width).
-`inference.length_batches` limits the waste by splitting such a batch, at the price of more and
+`batching.length_batches` limits the waste by splitting such a batch, at the price of more and
 smaller matrix products.
 
 Packing removes the padding instead. The windows of a batch go into one row of T tokens

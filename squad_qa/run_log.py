@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 try:  # optional: TensorBoard event files next to metrics.jsonl
     from torch.utils.tensorboard import SummaryWriter
 except ImportError:  # pragma: no cover - depends on the environment
     SummaryWriter = None
+
+from squad_qa.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +99,20 @@ class Interval:
         self.steps += 1
         self.samples += samples
         self.tokens += tokens
+
+    def reduce(self, rt: Runtime) -> tuple[float, float, float, float, float]:
+        """(summed loss, samples, tokens, first non-finite step, its loss) over all ranks: one host sync.
+
+        Every rank reaches the same check points, so a small all-reduce there lets all of them see the first
+        non-finite step of any rank and stop together (none waits for a rank that stopped alone).
+        """
+        stats = torch.stack([self.loss, torch.tensor(float(self.samples), device=rt.device),
+                             torch.tensor(float(self.tokens), device=rt.device), self.first_bad, self.bad_loss])
+        if rt.distributed:
+            sums, worst = stats[:3].clone(), stats[3:].clone()
+            dist.all_reduce(sums)
+            dist.all_reduce(worst[:1], op=dist.ReduceOp.MIN)
+            dist.all_reduce(worst[1:], op=dist.ReduceOp.SUM)  # nan/inf stays nan/inf
+            stats = torch.cat([sums, worst])
+        loss_sum, samples, tokens, first_bad, bad_loss = stats.tolist()
+        return loss_sum, samples, tokens, first_bad, bad_loss

@@ -1,13 +1,15 @@
-"""Fine-tune BertForQuestionAnswering on SQuAD: the training loop of run_squad.py, plus the usual tricks.
+"""Fine-tune a QA encoder on SQuAD: the training loop of run_squad.py, plus the usual tricks.
 
-Top to bottom:
-    flags        run_squad flag names; ``--config FILE`` (JSON/YAML) supplies defaults, the command line overrides
-    validation   every inconsistent flag / missing file is refused before any work
-    batching     length-grouped batches + dynamic padding (a SQuAD window is often far shorter than 384)
-    one step     forward (autocast) -> span loss (+ label smoothing, R-Drop) -> backward (+ FGM/PGD) -> clip -> AdamW
-    checkpoints  (checkpoint.py) atomic ``checkpoint-<step>`` dirs: everything needed to resume mid-epoch
-    evaluation   logits (sharded across DDP ranks) -> postprocess -> official EM/F1
-    main()       wires it together; ``torchrun --nproc_per_node=N scripts/train_squad.py ...`` runs DDP
+This module is the ``Trainer`` and ``run``/``main``; each stage it drives has its own module:
+    config.py      run_squad flag names; ``--config FILE`` (JSON/YAML) as defaults; every bad flag refused at once
+    runtime.py     device, ``torchrun`` ranks (DDP), seeds, autocast
+    batching.py    length-grouped batches + dynamic padding (a SQuAD window is often far shorter than 384)
+    losses.py      forward (autocast) -> span loss (+ label smoothing, R-Drop); adversarial.py: FGM/PGD
+    averaging.py   EMA / SWA weights; optim.py: AdamW groups, layer-wise decay, schedules, re-init
+    checkpoint.py  atomic ``checkpoint-<step>`` dirs: everything needed to resume mid-epoch
+    evaluation.py  logits (sharded across DDP ranks) -> postprocess -> official EM/F1
+    run_log.py     metrics.jsonl; the loop syncs with the device only at logging/eval/save steps
+``torchrun --nproc_per_node=N scripts/train_squad.py ...`` runs DDP.
 
 The loss is ours (``losses.span_loss``) rather than the model's, so that label smoothing and R-Drop can see
 the logits; without tricks it is exactly BertForQuestionAnswering's (start CE + end CE) / 2.
@@ -50,74 +52,22 @@ from transformers import AutoTokenizer
 import squad_qa
 from squad_qa.adversarial import FGM, PGD
 from squad_qa.averaging import WeightAveraging
-from squad_qa.checkpoint import (CHECKPOINT_PREFIX, RUN_INFO_FILE, ChecksumError, TrainState, atomic_dir,
+from squad_qa.checkpoint import (CHECKPOINT_PREFIX, ChecksumError, TrainState, atomic_dir,
                                  check_checkpoint, clean_stale_tmp, commit_dir, find_latest_checkpoint,
                                  load_checkpoint, remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.config import UsageError, parse_args, validate_args
 from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
 from squad_qa.features import convert_examples_to_features
-from squad_qa.inference import CheckpointError, collate, load_qa_model
+from squad_qa.batching import LengthGroupedBatchSampler, collate
+from squad_qa.model_dir import CheckpointError, load_qa_model
+from squad_qa.run_record import read_run_record, write_run_record
 from squad_qa.losses import check_train_targets, compute_loss
 from squad_qa.optim import build_optimizer, build_scheduler, reinit_top_layers
 from squad_qa.run_log import Interval, MetricsLog, NonFiniteLossError
 from squad_qa.runtime import Runtime, autocast_context, main_process_first, set_seed, setup_logging, setup_runtime
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Batching: length groups + dynamic padding
-
-
-class LengthGroupedBatchSampler:
-    """Shuffled batches of similar-length features, so a batch is padded to its own longest window, not 384.
-
-    Per epoch: a permutation (seeded by (seed, epoch), so resuming can replay it), cut into mega-batches of
-    ``mega_batch_mult * batch_size`` features, each sorted by length and cut into batches; then the batch order is
-    shuffled, and the batch holding the longest window goes first so an out-of-memory error shows at step 1.
-    With ``num_replicas > 1`` this is DistributedSampler over batches: the list is padded by wrapping around to a
-    multiple of the world size and rank r takes batches r, r + R, ... (disjoint, equally many per rank).
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 42, group_by_length: bool = True,
-                 mega_batch_mult: int = 50, num_replicas: int = 1, rank: int = 0) -> None:
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.group_by_length = group_by_length
-        self.mega_batch_mult = mega_batch_mult
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.num_global_batches = math.ceil(len(self.lengths) / batch_size)
-
-    def global_batches(self, epoch: int) -> list[np.ndarray]:
-        n, bs = len(self.lengths), self.batch_size
-        rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(n)
-        if not self.group_by_length:
-            batches = [perm[i:i + bs] for i in range(0, n, bs)]
-        else:
-            mega = bs * self.mega_batch_mult  # a multiple of bs: only the very last batch can be short
-            batches = []
-            for s in range(0, n, mega):
-                chunk = perm[s:s + mega]
-                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-                batches.extend(chunk[i:i + bs] for i in range(0, len(chunk), bs))
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-            longest = int(np.argmax([self.lengths[b].max() for b in batches]))
-            batches[0], batches[longest] = batches[longest], batches[0]
-        if self.num_replicas > 1:
-            total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
-            batches = [batches[i % len(batches)] for i in range(total)]
-        return batches
-
-    def batches(self, epoch: int) -> list[np.ndarray]:
-        """This rank's batches for ``epoch`` (deterministic given seed and epoch)."""
-        return self.global_batches(epoch)[self.rank::self.num_replicas]
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_global_batches / self.num_replicas)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -375,17 +325,7 @@ class Trainer:
     def check_point(self, bar, batches_in_epoch: int, log_now: bool) -> None:
         """Sync with the device: stop on a non-finite loss since the last check point, else log the interval."""
         rt, st, iv = self.rt, self.state, self._interval
-        # One small all-reduce: the summed losses, samples and tokens of every rank, and the first non-finite
-        # step seen by any (every rank reaches the same check points, so none waits for a rank that stopped).
-        stats = torch.stack([iv.loss, torch.tensor(float(iv.samples), device=rt.device),
-                             torch.tensor(float(iv.tokens), device=rt.device), iv.first_bad, iv.bad_loss])
-        if rt.distributed:
-            sums, worst = stats[:3].clone(), stats[3:].clone()
-            dist.all_reduce(sums)
-            dist.all_reduce(worst[:1], op=dist.ReduceOp.MIN)
-            dist.all_reduce(worst[1:], op=dist.ReduceOp.SUM)  # nan/inf stays nan/inf
-            stats = torch.cat([sums, worst])
-        loss_sum, samples, tokens, first_bad, bad_loss = stats.tolist()
+        loss_sum, samples, tokens, first_bad, bad_loss = iv.reduce(rt)
         if first_bad < Interval.NONE:
             bar.close()
             last = find_latest_checkpoint(self.output_dir)
@@ -525,11 +465,10 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             if rt.is_main:
                 metrics["weights"] = kind
                 (output_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
-                info_path = output_dir / RUN_INFO_FILE
-                if args.do_train and info_path.is_file():
-                    info = json.loads(info_path.read_text())
+                info = read_run_record(output_dir) if args.do_train else {}
+                if info:
                     info["metrics"] = metrics
-                    info_path.write_text(json.dumps(info, indent=2, default=str) + "\n")
+                    write_run_record(output_dir, info)
                 logger.info("eval (%s weights, %d questions): EM %.2f F1 %.2f", kind, metrics["num_questions"],
                             em_of(metrics), f1_of(metrics))
         return metrics

@@ -15,11 +15,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from squad_qa import ablate
 from squad_qa.config import parse_args, validate_args
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
+
+
+def _load_script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ablate = _load_script("ablate")
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +144,7 @@ def test_experiment_configs_are_valid_flags(tmp_path):
 
 
 def _export_module():
-    spec = importlib.util.spec_from_file_location("export_fp16", REPO / "scripts" / "export_fp16.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["export_fp16"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return _load_script("export_fp16")
 
 
 def test_export_fp16_roundtrip(tiny_model, tmp_path, capsys):

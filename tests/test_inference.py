@@ -14,9 +14,12 @@ import torch
 from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa import inference
+from squad_qa import model_dir
 from squad_qa.checkpoint import write_checksums
-from squad_qa.inference import CheckpointError, Float32Linear, QAItem, QAReader, check_qa_checkpoint, main
+from squad_qa.inference import QAItem, QAReader
+from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
+from squad_qa.predict import main
+from squad_qa.speed import Float32Linear
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -269,14 +272,14 @@ def test_checksums_catch_weights_overwritten_in_place(tmp_path, tiny_qa_checkpoi
 
 
 def test_default_model_is_used_when_none_is_named(tmp_path, tiny_qa_checkpoint, monkeypatch, capsys):
-    monkeypatch.delenv(inference.MODEL_ENV_VAR, raising=False)
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_DIR", tiny_qa_checkpoint)
+    monkeypatch.delenv(model_dir.MODEL_ENV_VAR, raising=False)
+    monkeypatch.setattr(model_dir, "DEFAULT_MODEL_DIR", tiny_qa_checkpoint)
     reader = QAReader.from_pretrained()
     assert reader.model_dir == tiny_qa_checkpoint
     assert main(["--predict_file", str(FIXTURES / "tiny_squad.json"), "--output_dir", str(tmp_path),
                  "--max_eval_samples", "1"]) == 0
     assert f"with {tiny_qa_checkpoint}" in capsys.readouterr().out  # it says which model answered
-    monkeypatch.setenv(inference.MODEL_ENV_VAR, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(model_dir.MODEL_ENV_VAR, str(tmp_path / "elsewhere"))
     with pytest.raises(CheckpointError, match="elsewhere does not exist"):
         QAReader.from_pretrained()
 
@@ -286,8 +289,8 @@ def test_missing_model_message_names_trained_runs_and_a_command(tmp_path, tiny_q
     shutil.copytree(tiny_qa_checkpoint, runs / "my-run")
     shutil.copytree(tiny_qa_checkpoint, runs / "other" / "best")
     (runs / "not-a-model").mkdir()
-    monkeypatch.setattr(inference, "RUN_ROOTS", (runs,))
-    assert inference.find_trained_models((runs,)) != []
+    monkeypatch.setattr(model_dir, "RUN_ROOTS", (runs,))
+    assert model_dir.find_trained_models((runs,)) != []
     with pytest.raises(CheckpointError) as err:
         check_qa_checkpoint(tmp_path / "missing")
     message = str(err.value)
@@ -319,7 +322,7 @@ def test_int8_quantized_reader_still_returns_exact_substrings(tiny_qa_checkpoint
 
 
 def test_length_batches_fill_up_on_similar_lengths_and_cut_on_padding():
-    from squad_qa.inference import length_batches
+    from squad_qa.batching import length_batches
 
     # a dataset's worth of near-equal windows: full batches, longest first
     assert [len(b) for b in length_batches(np.full(10, 100), batch_size=4)] == [4, 4, 2]
@@ -335,7 +338,7 @@ def test_length_batches_fill_up_on_similar_lengths_and_cut_on_padding():
 
 def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
     from squad_qa.data import make_example
-    from squad_qa.inference import has_native_bf16, resolve_dtype
+    from squad_qa.speed import has_native_bf16, resolve_dtype
 
     assert resolve_dtype(None, "cpu") is torch.float32 and resolve_dtype("float32", "cpu") is torch.float32
     assert resolve_dtype("auto", "cpu") is (torch.bfloat16 if has_native_bf16("cpu") else torch.float32)
@@ -379,10 +382,10 @@ def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
 def test_fine_tuning_load_explains_the_new_head_instead_of_a_warning_table(caplog, capsys):
     base = squad_qa.default_base_model_path()
     with caplog.at_level("INFO"):
-        model = inference.load_qa_model(base, trained_head=False)
+        model = model_dir.load_qa_model(base, trained_head=False)
     assert hasattr(model, "qa_outputs")
     assert "LOAD REPORT" not in caplog.text + capsys.readouterr().err
-    ours = [r for r in caplog.records if r.name == "squad_qa.inference"]
+    ours = [r for r in caplog.records if r.name == "squad_qa.model_dir"]
     (line,) = [r.getMessage() for r in ours if "qa_outputs" in r.getMessage()]
     assert "initialised at random (expected: fine-tuning trains it)" in line and "pooler" in line
     assert not [r for r in ours if r.levelname == "WARNING"]

@@ -10,8 +10,9 @@ from transformers import (AutoTokenizer, BertConfig, BertForQuestionAnswering, D
 
 import squad_qa
 
+from squad_qa.batching import predict_logits
 from squad_qa.data import make_example
-from squad_qa.inference import QAItem, QAReader, predict_logits
+from squad_qa.inference import QAItem, QAReader
 from squad_qa.packing import enable_packing, pack, supports_packing, unpack
 
 LONG_CONTEXT = " ".join(f"Sentence {i} mentions the río número {i} and its {i % 7} bridges." for i in range(90))
@@ -136,7 +137,7 @@ def test_predict_py_writes_the_same_predictions_packed_or_not(tmp_path, checkpoi
     import json
     from pathlib import Path
 
-    from squad_qa.inference import main
+    from squad_qa.predict import main
 
     fixture = Path(__file__).resolve().parent / "fixtures" / "tiny_squad.json"
     argv = ["--model", str(checkpoint), "--predict_file", str(fixture), "--n_best_size", "5"]

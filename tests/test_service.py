@@ -16,8 +16,11 @@ from fastapi.testclient import TestClient
 import squad_qa
 import squad_qa.data
 import squad_qa.inference as inference
+import squad_qa.model_dir as model_dir
+import squad_qa.speed as speed
 from service.app import STATIC_DIR, BodyLimitMiddleware, create_app, running_server, serve_main
-from squad_qa.inference import CheckpointError, QAReader
+from squad_qa.inference import QAReader
+from squad_qa.model_dir import CheckpointError
 
 UNICODE_CONTEXT = (
     "Zürich's Café Odeon opened in 1911 — it served naïve poets, 北京 visitors and émigrés 🎉. "
@@ -62,7 +65,7 @@ def test_health_and_model(client, tiny_qa_checkpoint):
     assert info["max_context_chars"] == 5000 and info["max_batch_items"] == 4
     assert info["max_request_windows"] == 512 and (info["queued_requests"], info["queued_windows"]) == (0, 0)
     # the service's default compute dtype: bfloat16 where this CPU has it natively, else float32
-    assert info["dtype"] == ("bfloat16" if inference.has_native_bf16("cpu") else "float32")
+    assert info["dtype"] == ("bfloat16" if speed.has_native_bf16("cpu") else "float32")
     assert info["quantized"] is None
 
 
@@ -260,8 +263,8 @@ def test_app_refuses_the_base_encoder_at_startup():
 
 
 def test_serve_refuses_without_a_fine_tuned_model(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv(inference.MODEL_ENV_VAR, raising=False)
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_DIR", tmp_path / "models" / "squad-minilm-l6")
+    monkeypatch.delenv(model_dir.MODEL_ENV_VAR, raising=False)
+    monkeypatch.setattr(model_dir, "DEFAULT_MODEL_DIR", tmp_path / "models" / "squad-minilm-l6")
     assert serve_main([]) == 2
     assert re.search(r"(?s)squad-minilm-l6 does not exist.*python scripts/train_squad.py", capsys.readouterr().err)
     assert serve_main(["--model", str(squad_qa.default_base_model_path())]) == 2
@@ -269,7 +272,7 @@ def test_serve_refuses_without_a_fine_tuned_model(tmp_path, monkeypatch, capsys)
 
 
 def test_model_dir_from_environment(tiny_qa_checkpoint, monkeypatch):
-    monkeypatch.setenv(inference.MODEL_ENV_VAR, str(tiny_qa_checkpoint))
+    monkeypatch.setenv(model_dir.MODEL_ENV_VAR, str(tiny_qa_checkpoint))
     with TestClient(create_app()) as c:
         assert c.get("/health").json()["model"] == tiny_qa_checkpoint.name
 

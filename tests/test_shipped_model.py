@@ -15,9 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 import squad_qa.inference as inference
+import squad_qa.model_dir as model_dir
 from service.app import create_app
 from squad_qa.data import make_example
-from squad_qa.inference import DEFAULT_MODEL_DIR, QAReader, check_qa_checkpoint
+from squad_qa.inference import QAReader
+from squad_qa.model_dir import DEFAULT_MODEL_DIR, check_qa_checkpoint
 from squad_qa.metrics import exact_match_score, f1_score
 
 # dev-v1.1 questions from different articles that the shipped model answers exactly (one of the gold
@@ -50,7 +52,7 @@ def dev(squad_dir):
 
 @pytest.fixture(scope="module")
 def shipped(monkeypatch_module):
-    monkeypatch_module.delenv(inference.MODEL_ENV_VAR, raising=False)
+    monkeypatch_module.delenv(model_dir.MODEL_ENV_VAR, raising=False)
     return QAReader.from_pretrained(device="cpu")  # no path: the shipped model
 
 
@@ -91,7 +93,7 @@ def test_shipped_model_scores_on_a_slice_of_dev(shipped, dev):
 
 
 def test_service_serves_the_shipped_model_by_default(monkeypatch, dev):
-    monkeypatch.delenv(inference.MODEL_ENV_VAR, raising=False)
+    monkeypatch.delenv(model_dir.MODEL_ENV_VAR, raising=False)
     by_id = {qid: (q, c, gold) for qid, q, c, gold in dev}
     with TestClient(create_app()) as client:  # no model named
         assert client.get("/v1/model").json()["name"] == "squad-minilm-l6"

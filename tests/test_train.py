@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 from squad_qa.config import parse_args
-from squad_qa.train import LengthGroupedBatchSampler, main
+from squad_qa.batching import LengthGroupedBatchSampler
+from squad_qa.train import main
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"

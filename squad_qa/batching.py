@@ -1,0 +1,161 @@
+"""Features -> batches -> logits: the one path windows take through the model.
+
+    collate(features, idx)            a batch of tensors cut out of the column-wise features
+    length_batches(lengths, size)     row numbers grouped so that batches carry little padding
+    predict_logits(model, features)   start/end logits for every window, padded or packed batches
+
+Shared by training (collate), training-time evaluation and the reader behind predict.py and the
+service (predict_logits), so a window is batched the same way wherever it is answered.
+
+Dynamic padding: a batch is only as wide as its longest window. `length_batches` sorts windows by
+length and also cuts a batch where padding would exceed a quarter of it, which matters for a
+service's few requests of mixed lengths. Packed batches (squad_qa/packing.py) have no padding at
+all: consecutive windows, back to back in one row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from squad_qa.packing import check_packing_enabled, pack, unpack
+
+
+def collate(features, idx, pad_to: int | None = None, pad_multiple: int = 1, with_targets: bool = True,
+            with_valid_mask: bool = False) -> dict[str, torch.Tensor]:
+    """Slice a batch out of the column-wise features, cut to the batch's longest window (dynamic padding).
+
+    ``pad_to`` forces a fixed width (e.g. max_seq_length, for comparison); ``pad_multiple`` rounds the width up
+    (8 on GPUs: tensor-core friendly shapes).  ``valid_mask`` marks the positions an answer may take (context
+    tokens + CLS, i.e. p_mask == 0): label smoothing and R-Drop spread/compare probability mass only there.
+    """
+    idx = np.asarray(idx)
+    width = int(pad_to) if pad_to else int(features.seq_len[idx].max())
+    width = min(int(math.ceil(width / pad_multiple) * pad_multiple), features.max_seq_length)
+    batch = {
+        "input_ids": torch.from_numpy(features.input_ids[idx, :width].astype(np.int64)),
+        "attention_mask": torch.from_numpy(features.attention_mask[idx, :width].astype(np.int64)),
+        "token_type_ids": torch.from_numpy(features.token_type_ids[idx, :width].astype(np.int64)),
+    }
+    if with_targets:
+        batch["start_positions"] = torch.from_numpy(features.start_position[idx].astype(np.int64))
+        batch["end_positions"] = torch.from_numpy(features.end_position[idx].astype(np.int64))
+    if with_valid_mask:
+        batch["valid_mask"] = torch.from_numpy(features.p_mask[idx, :width] == 0)
+    return batch
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, max_padding: float = 0.25) -> list[np.ndarray]:
+    """Batches of row numbers, longest first, each padded to its first (longest) row's length.
+
+    A batch is closed when it holds ``batch_size`` rows or when the next row would make more than
+    ``max_padding`` of its padded tokens padding. Over a whole dataset neighbouring lengths are
+    nearly equal and batches fill up; a service's few requests of mixed lengths would otherwise pad
+    a 60-token window to 380 and spend most of the forward pass on padding.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    lengths = np.asarray(lengths)[order].astype(np.int64)
+    batches, start, real = [], 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        count = i - start + 1
+        if i > start and (count > batch_size or real + n < (1 - max_padding) * count * lengths[start]):
+            batches.append(order[start:i])
+            start, real = i, 0
+        real += n
+    if len(order):
+        batches.append(order[start:])
+    return batches
+
+
+@torch.inference_mode()
+def predict_logits(model, features, indices: np.ndarray, batch_size: int, device: torch.device,
+                   amp: contextlib.AbstractContextManager | None = None, pad_multiple: int = 1,
+                   show_progress: bool = False, packed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end logits for ``features[indices]``, float32 ``[len(indices), L]`` (columns >= seq_len unused).
+
+    ``packed=True`` (a model set up with ``packing.enable_packing``): each batch of up to
+    ``batch_size`` windows goes through the model as one padding-free row (see squad_qa/packing.py).
+    """
+    width = features.max_seq_length
+    start = np.zeros((len(indices), width), dtype=np.float32)
+    end = np.zeros((len(indices), width), dtype=np.float32)
+    indices = np.asarray(indices)
+    if packed:  # no padding to avoid: consecutive windows, up to batch_size per row
+        check_packing_enabled(model)
+        batches = [np.arange(lo, min(lo + batch_size, len(indices))) for lo in range(0, len(indices), batch_size)]
+    else:  # batches of similar lengths (little padding)
+        batches = length_batches(features.seq_len[indices], batch_size)
+    was_training = model.training
+    model.eval()
+    for rows in tqdm(batches, desc="evaluating", disable=not show_progress, leave=False):
+        if packed:
+            batch, window, position = pack(features, indices[rows])
+        else:
+            batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with amp if amp is not None else contextlib.nullcontext():
+            out = model(**batch)
+        # results go back to their rows
+        if packed:
+            unpack(out.start_logits, window, position, start, rows)
+            unpack(out.end_logits, window, position, end, rows)
+        else:
+            t = out.start_logits.shape[1]
+            start[rows, :t] = out.start_logits.float().cpu().numpy()
+            end[rows, :t] = out.end_logits.float().cpu().numpy()
+    model.train(was_training)
+    return start, end
+
+
+class LengthGroupedBatchSampler:
+    """Shuffled batches of similar-length features, so a batch is padded to its own longest window, not 384.
+
+    Per epoch: a permutation (seeded by (seed, epoch), so resuming can replay it), cut into mega-batches of
+    ``mega_batch_mult * batch_size`` features, each sorted by length and cut into batches; then the batch order is
+    shuffled, and the batch holding the longest window goes first so an out-of-memory error shows at step 1.
+    With ``num_replicas > 1`` this is DistributedSampler over batches: the list is padded by wrapping around to a
+    multiple of the world size and rank r takes batches r, r + R, ... (disjoint, equally many per rank).
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 42, group_by_length: bool = True,
+                 mega_batch_mult: int = 50, num_replicas: int = 1, rank: int = 0) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.mega_batch_mult = mega_batch_mult
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.num_global_batches = math.ceil(len(self.lengths) / batch_size)
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        n, bs = len(self.lengths), self.batch_size
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(n)
+        if not self.group_by_length:
+            batches = [perm[i:i + bs] for i in range(0, n, bs)]
+        else:
+            mega = bs * self.mega_batch_mult  # a multiple of bs: only the very last batch can be short
+            batches = []
+            for s in range(0, n, mega):
+                chunk = perm[s:s + mega]
+                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                batches.extend(chunk[i:i + bs] for i in range(0, len(chunk), bs))
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+            longest = int(np.argmax([self.lengths[b].max() for b in batches]))
+            batches[0], batches[longest] = batches[longest], batches[0]
+        if self.num_replicas > 1:
+            total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+            batches = [batches[i % len(batches)] for i in range(total)]
+        return batches
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches for ``epoch`` (deterministic given seed and epoch)."""
+        return self.global_batches(epoch)[self.rank::self.num_replicas]
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_global_batches / self.num_replicas)
