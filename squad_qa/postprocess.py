@@ -92,7 +92,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # only for type hints: the decoder reads plain attributes (duck typing)
     from squad_qa.data import SquadExample
-    from squad_qa.features import SquadFeatures
+    from squad_qa.feature_store import SquadFeatures
 
 logger = logging.getLogger(__name__)
 

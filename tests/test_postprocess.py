@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from squad_qa.data import make_example, read_squad_examples
-from squad_qa.features import SquadFeatures, convert_examples_to_features
+from squad_qa.feature_store import SquadFeatures
+from squad_qa.features import convert_examples_to_features
 from squad_qa.postprocess import Prediction, postprocess_predictions, write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
