@@ -1,5 +1,8 @@
 """SquadExample -> InputFeatures: run_squad's doc-stride windows, with the Rust tokenizer.
 
+The window geometry (``max_seq_length``, ``doc_stride``, ``max_query_length``) is a
+:class:`WindowConfig`: the one place its defaults live and are checked.
+
 A context is usually longer than what fits next to the question in ``max_seq_length`` tokens, so it
 is cut into overlapping windows ("doc spans")::
 
@@ -35,9 +38,9 @@ from __future__ import annotations
 import logging
 import unicodedata
 import weakref
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -49,6 +52,79 @@ from .feature_store import SquadFeatures, cache_key  # inference.py imports Squa
 logger = logging.getLogger(__name__)
 
 _TOKENIZE_BATCH = 2000
+# Where a training record keeps its flags: squad_qa.json has "training_args"; older or hand-made
+# records used "args" or "train_args" (QAReader has always accepted all three).
+_RECORD_ARGS_KEYS = ("args", "training_args", "train_args")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Window geometry: windows of ``max_seq_length`` tokens, ``doc_stride`` context tokens apart,
+    questions cut to ``max_query_length`` tokens. The defaults are run_squad's.
+
+    Not validated on construction: training wants every problem of its flags in one report
+    (:meth:`problems`), the reader wants to refuse a model outright (:meth:`validate`).
+    """
+
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+
+    def problems(self, max_positions: int | None = None) -> list[str]:
+        """What makes windows impossible with this geometry (empty when usable). ``max_positions``:
+        the model's number of position embeddings, when known."""
+        out = []
+        if self.max_query_length < 1:
+            out.append(f"max_query_length must be >= 1, got {self.max_query_length}")
+        if self.max_seq_length < self.max_query_length + 4:
+            out.append(
+                f"max_seq_length ({self.max_seq_length}) must leave room for the question (max_query_length "
+                f"{self.max_query_length}), 3 special tokens and at least one context token"
+            )
+        else:  # the stride is only judged against a window that has room for context at all
+            room = context_room(self.max_seq_length, self.max_query_length)
+            if not 0 < self.doc_stride < room:
+                out.append(
+                    f"doc_stride ({self.doc_stride}) must be in 1..{room - 1}: windows hold at least "
+                    f"max_seq_length - max_query_length - 3 = {room} context tokens, and a stride that is "
+                    f"not smaller than that would skip context between windows"
+                )
+        if max_positions is not None and self.max_seq_length > max_positions:
+            out.append(f"max_seq_length ({self.max_seq_length}) exceeds the model's {max_positions} "
+                       f"position embeddings")
+        return out
+
+    def validate(self, max_positions: int | None = None) -> WindowConfig:
+        """Raise one ValueError naming every problem (see :meth:`problems`); return self otherwise."""
+        problems = self.problems(max_positions)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None, **overrides: int | None) -> WindowConfig:
+        """The geometry a model was trained with, from its training record (squad_qa.json).
+
+        The values are read from the record's flags (under ``training_args``, ``args`` or
+        ``train_args``), or from ``record`` itself when it has none of those (e.g. :meth:`to_dict`'s
+        output). ``overrides`` that are given (not None or 0) win, e.g. command-line flags; a value
+        that is missing, None or 0 everywhere falls back to the default.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(f"unknown window parameter(s): {', '.join(unknown)}")
+        record = record or {}
+        args = next((record[k] for k in _RECORD_ARGS_KEYS if isinstance(record.get(k), Mapping)), record)
+        defaults = cls()
+        return cls(**{name: int(overrides.get(name) or args.get(name) or getattr(defaults, name))
+                      for name in names})
+
+
+_DEFAULT_WINDOWS = WindowConfig()
 
 
 def context_room(max_seq_length: int, query_len: int) -> int:
@@ -64,8 +140,10 @@ def count_windows(n_pieces: int, query_len: int, max_seq_length: int, doc_stride
     return 1 + max(0, -(-(n_pieces - context_room(max_seq_length, query_len)) // doc_stride))
 
 
-def windows_needed(tokenizer, questions: list[str], contexts: list[str], max_seq_length: int = 384,
-                   doc_stride: int = 128, max_query_length: int = 64) -> list[int]:
+def windows_needed(tokenizer, questions: list[str], contexts: list[str],
+                   max_seq_length: int = _DEFAULT_WINDOWS.max_seq_length,
+                   doc_stride: int = _DEFAULT_WINDOWS.doc_stride,
+                   max_query_length: int = _DEFAULT_WINDOWS.max_query_length) -> list[int]:
     """How many windows each (question, context) pair becomes, without building them: two batched
     Rust-tokenizer calls (the service prices a request with it before queueing it)."""
     backend = _backend(tokenizer)
@@ -78,31 +156,16 @@ def windows_needed(tokenizer, questions: list[str], contexts: list[str], max_seq
 def validate_feature_params(
     max_seq_length: int, doc_stride: int, max_query_length: int, max_positions: int | None = None
 ) -> None:
-    """Fail early, with the reason, on parameters that would make windows impossible."""
-    if max_query_length < 1:
-        raise ValueError(f"max_query_length must be >= 1, got {max_query_length}")
-    if max_seq_length < max_query_length + 4:
-        raise ValueError(
-            f"max_seq_length ({max_seq_length}) must leave room for the question (max_query_length "
-            f"{max_query_length}), 3 special tokens and at least one context token"
-        )
-    room = context_room(max_seq_length, max_query_length)
-    if not 0 < doc_stride < room:
-        raise ValueError(
-            f"doc_stride ({doc_stride}) must be in 1..{room - 1}: windows hold at least "
-            f"max_seq_length - max_query_length - 3 = {room} context tokens, and a stride that is not "
-            f"smaller than that would skip context between windows"
-        )
-    if max_positions is not None and max_seq_length > max_positions:
-        raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's {max_positions} position embeddings")
+    """``WindowConfig(...).validate(max_positions)`` for callers that hold the three values loose."""
+    WindowConfig(max_seq_length, doc_stride, max_query_length).validate(max_positions)
 
 
 def convert_examples_to_features(
     examples: Sequence[SquadExample],
     tokenizer,
-    max_seq_length: int = 384,
-    doc_stride: int = 128,
-    max_query_length: int = 64,
+    max_seq_length: int = _DEFAULT_WINDOWS.max_seq_length,
+    doc_stride: int = _DEFAULT_WINDOWS.doc_stride,
+    max_query_length: int = _DEFAULT_WINDOWS.max_query_length,
     is_training: bool = False,
     cache_dir: str | Path | None = None,
     show_progress: bool = True,
@@ -115,10 +178,8 @@ def convert_examples_to_features(
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(f"a fast tokenizer is required (got {type(tokenizer).__name__}); load it with AutoTokenizer")
     model_max = getattr(tokenizer, "model_max_length", None)
-    validate_feature_params(
-        max_seq_length, doc_stride, max_query_length,
-        model_max if isinstance(model_max, int) and model_max < 1_000_000 else None,
-    )
+    WindowConfig(max_seq_length, doc_stride, max_query_length).validate(
+        model_max if isinstance(model_max, int) and model_max < 1_000_000 else None)
 
     cache_path = None
     if cache_dir is not None:
