@@ -34,6 +34,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from squad_qa.features import WindowConfig  # noqa: E402  (light: numpy and tokenizers, no torch)
+
 SHARED = REPO.parent / "shared" / "squad"
 DATASETS = {"dev": (SHARED / "dev-v1.1.json.gz", False), "train": (SHARED / "train-v1.1.json.gz", True)}
 
@@ -43,7 +47,6 @@ def _maxrss_mib() -> float:
 
 
 def worker_ours(args) -> dict:
-    sys.path.insert(0, str(REPO))
     from transformers import AutoTokenizer
 
     from squad_qa import default_base_model_path
@@ -70,7 +73,6 @@ def worker_ours(args) -> dict:
 def worker_runqa(args) -> dict:
     from transformers import AutoTokenizer
 
-    sys.path.insert(0, str(REPO))
     from squad_qa import default_base_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(args.model_name_or_path or default_base_model_path()))
@@ -139,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_legacy", action="store_true")
     p.add_argument("--legacy_python", default=os.environ.get("LEGACY_PYTHON", "/tmp/legacy-venv/bin/python"))
     p.add_argument("--model_name_or_path", type=Path, default=None)
-    p.add_argument("--max_seq_length", type=int, default=384)
-    p.add_argument("--doc_stride", type=int, default=128)
-    p.add_argument("--max_query_length", type=int, default=64)
+    windows = WindowConfig()
+    p.add_argument("--max_seq_length", type=int, default=windows.max_seq_length)
+    p.add_argument("--doc_stride", type=int, default=windows.doc_stride)
+    p.add_argument("--max_query_length", type=int, default=windows.max_query_length)
     p.add_argument("--_worker", choices=["ours", "runqa"], help=argparse.SUPPRESS)
     p.add_argument("--_file", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_train", action="store_true", help=argparse.SUPPRESS)

@@ -1,5 +1,8 @@
 """SquadExample -> InputFeatures: run_squad's doc-stride windows, with the Rust tokenizer.
 
+The window geometry (``max_seq_length``, ``doc_stride``, ``max_query_length``) is a
+:class:`WindowConfig`: the one place its defaults live and are checked.
+
 A context is usually longer than what fits next to the question in ``max_seq_length`` tokens, so it
 is cut into overlapping windows ("doc spans")::
 
@@ -17,8 +20,9 @@ Semantics follow the original ``run_squad.py`` (and transformers' legacy
   run_squad word through its character offset. Those offsets are kept (``offsets``): the decoder
   cuts answers straight out of the original context with them, which also works for text without
   spaces (CJK), where one "word" is a whole sentence.
-* Windows are filled into preallocated numpy arrays; the result is column-wise (:class:`SquadFeatures`),
-  indexable as run_squad-style :class:`InputFeatures`, and cacheable as a plain ``.npz``.
+* Windows are filled into preallocated numpy arrays; the result is column-wise (:class:`SquadFeatures`,
+  in feature_store.py), indexable as run_squad-style :class:`InputFeatures`, and cacheable as a plain
+  ``.npz``.
 
 Max context: a token appears in several windows when they overlap. For prediction it "belongs" to the
 window where it has the most context on both sides, ``min(left, right) + 0.01 * window_length``
@@ -31,182 +35,96 @@ piece sequence equal to the tokenised answer text, as run_squad does.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 import unicodedata
 import weakref
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from .data import SquadExample
+from .feature_store import SquadFeatures, cache_key  # inference.py imports SquadFeatures from here too
 
 logger = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 1
 _TOKENIZE_BATCH = 2000
+# Where a training record keeps its flags: squad_qa.json has "training_args"; older or hand-made
+# records used "args" or "train_args" (QAReader has always accepted all three).
+_RECORD_ARGS_KEYS = ("args", "training_args", "train_args")
 
 
-@dataclass
-class InputFeatures:
-    """One window, with run_squad's field names (a view built from :class:`SquadFeatures`)."""
+@dataclass(frozen=True)
+class WindowConfig:
+    """Window geometry: windows of ``max_seq_length`` tokens, ``doc_stride`` context tokens apart,
+    questions cut to ``max_query_length`` tokens. The defaults are run_squad's.
 
-    unique_id: int
-    example_index: int
-    doc_span_index: int
-    tokens: list[str]
-    token_to_orig_map: dict[int, int]
-    token_is_max_context: dict[int, bool]
-    input_ids: list[int]
-    attention_mask: list[int]
-    token_type_ids: list[int]
-    cls_index: int
-    p_mask: list[int]
-    paragraph_len: int
-    start_position: int
-    end_position: int
-    is_impossible: bool
-    offsets: list[tuple[int, int]]
-
-
-@dataclass
-class SquadFeatures:
-    """All windows of a set of examples, column-wise. ``N`` windows of ``L = max_seq_length`` tokens.
-
-    Per-token arrays are ``[N, L]`` (``offsets`` is ``[N, L, 2]``); per-window arrays are ``[N]``.
-    Outside the context part of a window ``token_to_orig`` and ``offsets`` are -1 and
-    ``token_is_max_context`` is False. ``p_mask`` is 1 where an answer cannot be (question, [SEP],
-    padding) and 0 on context tokens and on [CLS] (the no-answer position).
+    Not validated on construction: training wants every problem of its flags in one report
+    (:meth:`problems`), the reader wants to refuse a model outright (:meth:`validate`).
     """
 
-    input_ids: np.ndarray
-    attention_mask: np.ndarray
-    token_type_ids: np.ndarray
-    p_mask: np.ndarray
-    token_is_max_context: np.ndarray
-    token_to_orig: np.ndarray
-    offsets: np.ndarray
-    seq_len: np.ndarray
-    unique_id: np.ndarray
-    example_index: np.ndarray
-    doc_span_index: np.ndarray
-    cls_index: np.ndarray
-    context_start: np.ndarray
-    paragraph_len: np.ndarray
-    start_position: np.ndarray
-    end_position: np.ndarray
-    is_impossible: np.ndarray
-    max_seq_length: int
-    vocab: np.ndarray | None = None  # id -> token string, for InputFeatures.tokens
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+
+    def problems(self, max_positions: int | None = None) -> list[str]:
+        """What makes windows impossible with this geometry (empty when usable). ``max_positions``:
+        the model's number of position embeddings, when known."""
+        out = []
+        if self.max_query_length < 1:
+            out.append(f"max_query_length must be >= 1, got {self.max_query_length}")
+        if self.max_seq_length < self.max_query_length + 4:
+            out.append(
+                f"max_seq_length ({self.max_seq_length}) must leave room for the question (max_query_length "
+                f"{self.max_query_length}), 3 special tokens and at least one context token"
+            )
+        else:  # the stride is only judged against a window that has room for context at all
+            room = context_room(self.max_seq_length, self.max_query_length)
+            if not 0 < self.doc_stride < room:
+                out.append(
+                    f"doc_stride ({self.doc_stride}) must be in 1..{room - 1}: windows hold at least "
+                    f"max_seq_length - max_query_length - 3 = {room} context tokens, and a stride that is "
+                    f"not smaller than that would skip context between windows"
+                )
+        if max_positions is not None and self.max_seq_length > max_positions:
+            out.append(f"max_seq_length ({self.max_seq_length}) exceeds the model's {max_positions} "
+                       f"position embeddings")
+        return out
+
+    def validate(self, max_positions: int | None = None) -> WindowConfig:
+        """Raise one ValueError naming every problem (see :meth:`problems`); return self otherwise."""
+        problems = self.problems(max_positions)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
 
     @classmethod
-    def allocate(cls, n: int, max_seq_length: int, pad_id: int = 0) -> "SquadFeatures":
-        """``n`` empty windows: padding everywhere, nothing answerable, no context (-1 maps)."""
-        N, L = n, max_seq_length
-        return cls(
-            input_ids=np.full((N, L), pad_id, np.int32),
-            attention_mask=np.zeros((N, L), np.int8),
-            token_type_ids=np.zeros((N, L), np.int8),
-            p_mask=np.ones((N, L), np.int8),
-            token_is_max_context=np.zeros((N, L), bool),
-            token_to_orig=np.full((N, L), -1, np.int32),
-            offsets=np.full((N, L, 2), -1, np.int32),
-            seq_len=np.zeros(N, np.int32),
-            unique_id=1_000_000_000 + np.arange(N, dtype=np.int64),
-            example_index=np.zeros(N, np.int32),
-            doc_span_index=np.zeros(N, np.int32),
-            cls_index=np.zeros(N, np.int32),
-            context_start=np.zeros(N, np.int32),
-            paragraph_len=np.zeros(N, np.int32),
-            start_position=np.zeros(N, np.int32),
-            end_position=np.zeros(N, np.int32),
-            is_impossible=np.zeros(N, bool),
-            max_seq_length=L,
-        )
+    def from_record(cls, record: Mapping[str, Any] | None, **overrides: int | None) -> WindowConfig:
+        """The geometry a model was trained with, from its training record (squad_qa.json).
 
-    @property
-    def _arrays(self) -> list[str]:
-        return [f.name for f in fields(self) if f.name not in ("max_seq_length", "vocab")]
+        The values are read from the record's flags (under ``training_args``, ``args`` or
+        ``train_args``), or from ``record`` itself when it has none of those (e.g. :meth:`to_dict`'s
+        output). ``overrides`` that are given (not None or 0) win, e.g. command-line flags; a value
+        that is missing, None or 0 everywhere falls back to the default.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(f"unknown window parameter(s): {', '.join(unknown)}")
+        record = record or {}
+        args = next((record[k] for k in _RECORD_ARGS_KEYS if isinstance(record.get(k), Mapping)), record)
+        defaults = cls()
+        return cls(**{name: int(overrides.get(name) or args.get(name) or getattr(defaults, name))
+                      for name in names})
 
-    def __len__(self) -> int:
-        return len(self.unique_id)
 
-    def __getitem__(self, i: int) -> InputFeatures:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"feature index {i} out of range for {len(self)} features")
-        n = int(self.seq_len[i])
-        ctx = np.flatnonzero(self.token_to_orig[i] >= 0)
-        ids = self.input_ids[i].tolist()
-        return InputFeatures(
-            unique_id=int(self.unique_id[i]),
-            example_index=int(self.example_index[i]),
-            doc_span_index=int(self.doc_span_index[i]),
-            tokens=[] if self.vocab is None else self.vocab[self.input_ids[i, :n]].tolist(),
-            token_to_orig_map={int(p): int(self.token_to_orig[i, p]) for p in ctx},
-            token_is_max_context={int(p): bool(self.token_is_max_context[i, p]) for p in ctx},
-            input_ids=ids,
-            attention_mask=self.attention_mask[i].tolist(),
-            token_type_ids=self.token_type_ids[i].tolist(),
-            cls_index=int(self.cls_index[i]),
-            p_mask=self.p_mask[i].tolist(),
-            paragraph_len=int(self.paragraph_len[i]),
-            start_position=int(self.start_position[i]),
-            end_position=int(self.end_position[i]),
-            is_impossible=bool(self.is_impossible[i]),
-            offsets=[tuple(o) for o in self.offsets[i].tolist()],
-        )
-
-    def select(self, indices) -> "SquadFeatures":
-        """A subset of windows (e.g. a DDP shard); ``example_index`` still points into the same examples."""
-        indices = np.asarray(indices)
-        return SquadFeatures(
-            **{name: getattr(self, name)[indices] for name in self._arrays},
-            max_seq_length=self.max_seq_length,
-            vocab=self.vocab,
-        )
-
-    @classmethod
-    def concat(cls, parts: Sequence["SquadFeatures"]) -> "SquadFeatures":
-        """The windows of several conversions one after another (all of the same max_seq_length);
-        ``example_index`` is left as each part had it (the model does not read it)."""
-        if len({p.max_seq_length for p in parts}) != 1:
-            raise ValueError("cannot concatenate windows of different max_seq_length")
-        if len(parts) == 1:
-            return parts[0]
-        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in parts[0]._arrays},
-                   max_seq_length=parts[0].max_seq_length, vocab=parts[0].vocab)
-
-    def save(self, path: str | Path) -> None:
-        """Write an uncompressed ``.npz`` atomically (no pickle inside)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in self._arrays}
-        arrays["max_seq_length"] = np.asarray(self.max_seq_length)
-        if self.vocab is not None:
-            arrays["vocab"] = self.vocab.astype(str)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SquadFeatures":
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-        max_seq_length = int(data.pop("max_seq_length"))
-        vocab = data.pop("vocab", None)
-        return cls(**data, max_seq_length=max_seq_length, vocab=vocab)
+_DEFAULT_WINDOWS = WindowConfig()
 
 
 def context_room(max_seq_length: int, query_len: int) -> int:
@@ -222,8 +140,10 @@ def count_windows(n_pieces: int, query_len: int, max_seq_length: int, doc_stride
     return 1 + max(0, -(-(n_pieces - context_room(max_seq_length, query_len)) // doc_stride))
 
 
-def windows_needed(tokenizer, questions: list[str], contexts: list[str], max_seq_length: int = 384,
-                   doc_stride: int = 128, max_query_length: int = 64) -> list[int]:
+def windows_needed(tokenizer, questions: list[str], contexts: list[str],
+                   max_seq_length: int = _DEFAULT_WINDOWS.max_seq_length,
+                   doc_stride: int = _DEFAULT_WINDOWS.doc_stride,
+                   max_query_length: int = _DEFAULT_WINDOWS.max_query_length) -> list[int]:
     """How many windows each (question, context) pair becomes, without building them: two batched
     Rust-tokenizer calls (the service prices a request with it before queueing it)."""
     backend = _backend(tokenizer)
@@ -236,63 +156,16 @@ def windows_needed(tokenizer, questions: list[str], contexts: list[str], max_seq
 def validate_feature_params(
     max_seq_length: int, doc_stride: int, max_query_length: int, max_positions: int | None = None
 ) -> None:
-    """Fail early, with the reason, on parameters that would make windows impossible."""
-    if max_query_length < 1:
-        raise ValueError(f"max_query_length must be >= 1, got {max_query_length}")
-    if max_seq_length < max_query_length + 4:
-        raise ValueError(
-            f"max_seq_length ({max_seq_length}) must leave room for the question (max_query_length "
-            f"{max_query_length}), 3 special tokens and at least one context token"
-        )
-    room = context_room(max_seq_length, max_query_length)
-    if not 0 < doc_stride < room:
-        raise ValueError(
-            f"doc_stride ({doc_stride}) must be in 1..{room - 1}: windows hold at least "
-            f"max_seq_length - max_query_length - 3 = {room} context tokens, and a stride that is not "
-            f"smaller than that would skip context between windows"
-        )
-    if max_positions is not None and max_seq_length > max_positions:
-        raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's {max_positions} position embeddings")
-
-
-def _tokenizer_fingerprint(tokenizer) -> str:
-    backend = tokenizer.backend_tokenizer.to_str()
-    return hashlib.sha256(f"{type(tokenizer).__name__}\n{backend}".encode()).hexdigest()
-
-
-def _examples_fingerprint(examples: Sequence[SquadExample]) -> str:
-    h = hashlib.sha256()
-    last_context = None
-    for ex in examples:
-        if ex.context_text is not last_context:  # contexts are shared per paragraph: hash each once
-            h.update(b"\x00C" + ex.context_text.encode())
-            last_context = ex.context_text
-        h.update(
-            f"\x00Q{ex.qas_id}\x01{ex.question_text}\x01{ex.is_impossible}\x01{ex.answer_text}\x01"
-            f"{ex.start_position}\x01{ex.end_position}".encode()
-        )
-    return h.hexdigest()
-
-
-def cache_key(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training) -> str:
-    """Key of a feature cache file: what was read, the tokenizer, and every parameter."""
-    params = json.dumps(
-        dict(format=_CACHE_FORMAT, max_seq_length=max_seq_length, doc_stride=doc_stride,
-             max_query_length=max_query_length, is_training=bool(is_training)),
-        sort_keys=True,
-    )
-    h = hashlib.sha256()
-    for part in (_examples_fingerprint(examples), _tokenizer_fingerprint(tokenizer), params):
-        h.update(part.encode())
-    return h.hexdigest()[:32]
+    """``WindowConfig(...).validate(max_positions)`` for callers that hold the three values loose."""
+    WindowConfig(max_seq_length, doc_stride, max_query_length).validate(max_positions)
 
 
 def convert_examples_to_features(
     examples: Sequence[SquadExample],
     tokenizer,
-    max_seq_length: int = 384,
-    doc_stride: int = 128,
-    max_query_length: int = 64,
+    max_seq_length: int = _DEFAULT_WINDOWS.max_seq_length,
+    doc_stride: int = _DEFAULT_WINDOWS.doc_stride,
+    max_query_length: int = _DEFAULT_WINDOWS.max_query_length,
     is_training: bool = False,
     cache_dir: str | Path | None = None,
     show_progress: bool = True,
@@ -305,10 +178,8 @@ def convert_examples_to_features(
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(f"a fast tokenizer is required (got {type(tokenizer).__name__}); load it with AutoTokenizer")
     model_max = getattr(tokenizer, "model_max_length", None)
-    validate_feature_params(
-        max_seq_length, doc_stride, max_query_length,
-        model_max if isinstance(model_max, int) and model_max < 1_000_000 else None,
-    )
+    WindowConfig(max_seq_length, doc_stride, max_query_length).validate(
+        model_max if isinstance(model_max, int) and model_max < 1_000_000 else None)
 
     cache_path = None
     if cache_dir is not None:
@@ -355,8 +226,6 @@ def _backend(tokenizer, max_length: int | None = None):
     """
 
     def build():
-        from tokenizers import Tokenizer
-
         backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         backend.no_padding()
         if max_length is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from squad_qa import metrics
+from squad_qa.evaluate import evaluate_file
 
 REPO = Path(__file__).resolve().parents[1]
 from conftest import SQUAD_DIR  # noqa: E402
@@ -435,10 +436,10 @@ def test_evaluate_file_detects_version_and_reads_plain_json(tmp_path, dev_data):
     plain = tmp_path / "dev-v2.0.json"
     _write(plain, {"version": "v2.0", "data": dev_data["2.0"]})
     pred_file, na_file = _write(tmp_path / "p.json", preds), _write(tmp_path / "n.json", na_probs)
-    result = metrics.evaluate_file(plain, pred_file, na_prob_file=na_file)
+    result = evaluate_file(plain, pred_file, na_prob_file=na_file)
     assert_same_fields(result, EXPECTED["v2_random_spans_na"])
     preds, _, _ = make_case("v1_noisy", dev_data["1.1"])
-    assert_same_fields(metrics.evaluate_file(DEV_V1, _write(tmp_path / "q.json", preds)), EXPECTED["v1_noisy"])
+    assert_same_fields(evaluate_file(DEV_V1, _write(tmp_path / "q.json", preds)), EXPECTED["v1_noisy"])
 
 
 # --------------------------------------------------------------------------- #

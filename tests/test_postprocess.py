@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 
 from squad_qa.data import make_example, read_squad_examples
-from squad_qa.features import SquadFeatures, convert_examples_to_features
+from squad_qa.feature_store import SquadFeatures
+from squad_qa.features import convert_examples_to_features
 from squad_qa.postprocess import Prediction, postprocess_predictions, write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from reference_postprocess import reference_postprocess  # noqa: E402
 L = 32  # max_seq_length of the hand-made windows
 
 
@@ -417,53 +420,10 @@ def test_bad_inputs_are_named():
         postprocess_predictions(ex, feats, s, e, n_best_size=0)
 
 
-# --------------------------------------------------------------------------- #
-# Brute force: every pair of the (masked) top-k starts and ends, run_squad's loop, in plain Python
-# --------------------------------------------------------------------------- #
-
-
-def brute_force(examples, feats, s, e, n_best, max_len, v2):
-    preds, nbest, odds = {}, {}, {}
-    for ex_i, ex in enumerate(examples):
-        wins = [i for i in range(len(feats)) if feats.example_index[i] == ex_i]
-        cands, null = [], None
-        for i in wins:
-            c0, n = int(feats.context_start[i]), int(feats.paragraph_len[i])
-            starts = [p for p in range(c0, c0 + n) if feats.token_is_max_context[i, p]]
-            starts = sorted(starts, key=lambda p: -s[i, p])[:n_best]
-            ends = sorted(range(c0, c0 + n), key=lambda p: -e[i, p])[:n_best]
-            for a in starts:
-                for b in ends:
-                    if a <= b < a + max_len:
-                        cands.append((float(s[i, a]) + float(e[i, b]), i, a, b))
-            if null is None or s[i, 0] + e[i, 0] < null[0] + null[1]:
-                null = (float(s[i, 0]), float(e[i, 0]))
-        cands.sort(key=lambda c: (-c[0], c[1], c[2], c[3]))
-        entries, seen = [], set()
-        for score, i, a, b in cands:
-            cs, ce = int(feats.offsets[i, a, 0]), int(feats.offsets[i, b, 1])
-            text = ex.context_text[cs:ce]
-            if text not in seen and len(entries) < n_best:
-                seen.add(text)
-                entries.append((text, cs, ce, score))
-        if v2:
-            ns = null[0] + null[1]
-            rank = sum(1 for x in entries if x[3] >= ns)
-            entries = entries[:rank] + [("", 0, 0, ns)] + entries[rank:n_best - 1] if rank < n_best \
-                else entries + [("", 0, 0, ns)]
-            odds[ex.qas_id] = ns - cands[0][0] if cands else math.inf
-            preds[ex.qas_id] = "" if not cands or odds[ex.qas_id] > 0 else \
-                next(x[0] for x in entries if x[1:3] != (0, 0))
-        else:
-            entries = entries or [("", 0, 0, 0.0)]
-            preds[ex.qas_id] = entries[0][0]
-        nbest[ex.qas_id] = entries
-    return preds, nbest, odds
-
-
 @pytest.mark.parametrize("seed", range(6))
-def test_matches_brute_force_on_random_windows(seed):
-    """Random questions with 1-4 overlapping windows over contexts drawn from a 3-word vocabulary
+def test_matches_reference_on_random_windows(seed):
+    """Against the plain per-question, per-window, per-pair decoder (benchmarks/reference_postprocess.py).
+    Random questions with 1-4 overlapping windows over contexts drawn from a 3-word vocabulary
     (so texts repeat a lot), random max-context flags, random logits, small n_best / max length."""
     rng = np.random.default_rng(seed)
     examples, windows = [], []
@@ -485,7 +445,11 @@ def test_matches_brute_force_on_random_windows(seed):
     for n_best, max_len, v2 in ((1, 3, False), (2, 2, True), (3, 4, False), (5, 2, True), (20, 30, False)):
         r = postprocess_predictions(examples, feats, s, e, n_best_size=n_best,
                                     max_answer_length=max_len, version_2_with_negative=v2)
-        preds, nbest, odds = brute_force(examples, feats, s, e, n_best, max_len, v2)
+        ref = reference_postprocess(examples, feats, s, e, n_best_size=n_best, max_answer_length=max_len,
+                                    version_2_with_negative=v2)
+        preds, odds = ref.predictions, ref.null_odds
+        nbest = {q: [(p.text, p.start, p.end, p.start_logit + p.end_logit) for p in entries]
+                 for q, entries in ref.nbest.items()}
         assert r.predictions == preds
         for qid, entries in nbest.items():
             got = [(p.text, p.start, p.end, p.start_logit + p.end_logit) for p in r.nbest[qid]]
