@@ -1,12 +1,17 @@
 """squad-qa: extractive question answering in the style of run_squad.py.
 
-Data flow, one module per stage:
-    data.py        SQuAD JSON            -> SquadExample
-    features.py    SquadExample          -> InputFeatures (doc-stride windows)
-    train.py       InputFeatures         -> fine-tuned BertForQuestionAnswering
-    postprocess.py start/end logits      -> answer spans (exact context substrings)
-    metrics.py     answer spans          -> official SQuAD EM / F1
-    inference.py   (question, context)   -> answers, for scripts/predict.py and the service
+Data flow, one module per stage (README.md's "Data flow" table says the same):
+    data.py          SQuAD JSON             -> SquadExample
+    features.py      SquadExample           -> doc-stride windows (WindowConfig: 384 / 128 / 64)
+    feature_store.py the windows as columns (SquadFeatures) and their .npz cache
+    batching.py      windows                -> padded / packed batches -> logits (predict_logits)
+    train.py         batches                -> a fine-tuned model (config, runtime, losses, adversarial,
+                                               averaging, optim, checkpoint, run_log, evaluation)
+    postprocess.py   start/end logits       -> answer spans (span_ranking.py: the vectorised n-best)
+    metrics.py       answer spans           -> official SQuAD EM / F1 (evaluate.py: the command line)
+    model_dir.py     a model folder: which one, is it intact, load it (run_record.py: its squad_qa.json)
+    inference.py     (question, context)    -> answers: QAReader for predict.py and the service
+    speed.py         inference dtype, int8, torch.compile, packing (packing.py)
 """
 
 from pathlib import Path

@@ -12,7 +12,7 @@ import sys
 COMMANDS = {
     "download": ("squad_qa.download", "main", "fetch and verify the SQuAD files into data/"),
     "train": ("squad_qa.train", "main", "fine-tune and/or evaluate a QA model (scripts/train_squad.py)"),
-    "evaluate": ("squad_qa.metrics", "main", "official SQuAD EM/F1 of a predictions file (scripts/evaluate.py)"),
+    "evaluate": ("squad_qa.evaluate", "main", "official SQuAD EM/F1 of a predictions file (scripts/evaluate.py)"),
     "predict": ("squad_qa.predict", "main", "write prediction files with a fine-tuned model (scripts/predict.py)"),
     "serve": ("service.app", "serve_main", "start the question-answering web service"),
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from squad_qa.checkpoint import CHECKPOINT_PREFIX, find_latest_checkpoint
-from squad_qa.features import validate_feature_params
+from squad_qa.features import WindowConfig
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.optim import SCHEDULER_CHOICES
 from squad_qa.runtime import use_cuda
@@ -21,6 +21,11 @@ try:  # optional: YAML experiment files (JSON needs nothing); the GPU machine's 
     import yaml
 except ImportError:  # pragma: no cover - depends on the environment
     yaml = None
+
+
+def window_config(args: argparse.Namespace) -> WindowConfig:
+    """The run's window geometry, as recorded in squad_qa.json (training_args) and read back by the reader."""
+    return WindowConfig(args.max_seq_length, args.doc_stride, args.max_query_length)
 
 
 class UsageError(ValueError):
@@ -46,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite_output_dir", action="store_true")
     g.add_argument("--version_2_with_negative", action="store_true", help="SQuAD 2.0: some questions have no answer")
     g.add_argument("--null_score_diff_threshold", type=float, default=0.0)
-    g.add_argument("--max_seq_length", type=int, default=384)
-    g.add_argument("--doc_stride", type=int, default=128)
-    g.add_argument("--max_query_length", type=int, default=64)
+    window = WindowConfig()  # the one owner of run_squad's 384 / 128 / 64
+    g.add_argument("--max_seq_length", type=int, default=window.max_seq_length)
+    g.add_argument("--doc_stride", type=int, default=window.doc_stride)
+    g.add_argument("--max_query_length", type=int, default=window.max_query_length)
     g.add_argument("--n_best_size", type=int, default=20)
     g.add_argument("--max_answer_length", type=int, default=30)
     g.add_argument("--max_train_samples", type=int, help="train on the first N questions only")
@@ -197,10 +203,9 @@ def validate_args(args: argparse.Namespace) -> None:
         v = getattr(args, flag)
         need(v is None or v >= 1, f"--{flag} must be >= 1")
     if all(getattr(args, f) >= 1 for f in ("max_seq_length", "doc_stride", "max_query_length")):
-        try:
-            validate_feature_params(args.max_seq_length, args.doc_stride, args.max_query_length)
-        except ValueError as e:
-            errors.append(f"--max_seq_length/--doc_stride/--max_query_length: {e}")
+        problems = window_config(args).problems()
+        if problems:
+            errors.append("--max_seq_length/--doc_stride/--max_query_length: " + "; ".join(problems))
     need(args.learning_rate > 0, "--learning_rate must be > 0")
     need(args.num_train_epochs > 0 or args.max_steps > 0, "--num_train_epochs must be > 0 (or set --max_steps)")
     need(args.logging_steps >= 1, "--logging_steps must be >= 1")

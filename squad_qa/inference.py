@@ -31,7 +31,8 @@ from transformers import AutoTokenizer
 import squad_qa
 from squad_qa.batching import predict_logits
 from squad_qa.data import make_example
-from squad_qa.features import SquadFeatures, convert_examples_to_features, validate_feature_params, windows_needed
+from squad_qa.feature_store import SquadFeatures
+from squad_qa.features import WindowConfig, convert_examples_to_features, windows_needed
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
 from squad_qa.postprocess import postprocess_predictions
 from squad_qa.run_record import read_run_record, run_args
@@ -82,9 +83,9 @@ class QAReader:
         tokenizer,
         *,
         model_dir: Path | None = None,
-        max_seq_length: int = 384,
-        doc_stride: int = 128,
-        max_query_length: int = 64,
+        max_seq_length: int = WindowConfig.max_seq_length,
+        doc_stride: int = WindowConfig.doc_stride,
+        max_query_length: int = WindowConfig.max_query_length,
         n_best_size: int = 20,
         null_score_diff_threshold: float = 0.0,
         max_batch_size: int = 64,
@@ -94,8 +95,8 @@ class QAReader:
         packed: bool | None = None,
     ) -> None:
         # Bad window geometry should stop the server from starting, not fail every request.
-        validate_feature_params(max_seq_length, doc_stride, max_query_length,
-                                getattr(getattr(model, "config", None), "max_position_embeddings", None))
+        WindowConfig(max_seq_length, doc_stride, max_query_length).validate(
+            getattr(getattr(model, "config", None), "max_position_embeddings", None))
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_dir = model_dir
@@ -160,7 +161,6 @@ class QAReader:
         """
         path = check_qa_checkpoint(resolve_model_dir(path))
         record = read_run_record(path)
-        args = run_args(record)
         model = load_qa_model(path, trained_head=True)
         if record.get("speed_only"):  # benchmarks/bench_service.py's random-head checkpoint
             logger.warning("%s is a SPEED-ONLY checkpoint with a random QA head: %s", path, record.get("note", ""))
@@ -179,14 +179,14 @@ class QAReader:
             kwargs["quantized"] = quantize
             if dtype == "auto":
                 dtype = "float32"
-        max_seq_length = int(max_seq_length or args.get("max_seq_length") or 384)
+        # The geometry the model was trained with (its run record), unless the caller names another.
+        window = WindowConfig.from_record(record, max_seq_length=max_seq_length, doc_stride=doc_stride,
+                                          max_query_length=max_query_length)
         reader = cls(
             model,
             tokenizer,
             model_dir=path,
-            max_seq_length=max_seq_length,
-            doc_stride=int(doc_stride or args.get("doc_stride") or 128),
-            max_query_length=int(max_query_length or args.get("max_query_length") or 64),
+            **window.to_dict(),
             record=record,
             dtype=dtype or "float32",
             **kwargs,

@@ -346,12 +346,3 @@ def score_v2(
         out["best_exact"], out["best_exact_thresh"] = find_best_thresh(predictions, exact_raw, na_probs, has_ans)
         out["best_f1"], out["best_f1_thresh"] = find_best_thresh(predictions, f1_raw, na_probs, has_ans)
     return out, messages
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``squad-qa evaluate``: squad_qa.cli's command table names this function; the command line
-    itself is squad_qa.evaluate.main (imported here, not at the top, because that module imports
-    this one)."""
-    from squad_qa.evaluate import main as evaluate_main
-
-    return evaluate_main(argv)

@@ -22,6 +22,7 @@ import pytest
 
 from squad_qa import metrics
 from squad_qa.evaluate import evaluate_file
+from squad_qa.evaluate import main as evaluate_main
 
 REPO = Path(__file__).resolve().parents[1]
 from conftest import SQUAD_DIR  # noqa: E402
@@ -557,7 +558,7 @@ def tiny(tmp_path):
 )
 def test_bad_predictions_shape(tiny, capsys, preds, needle):
     pred_file = _write(tiny["dir"] / "bad.json", preds)
-    assert metrics.main([tiny["v1"], pred_file]) == 2
+    assert evaluate_main([tiny["v1"], pred_file]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert needle in captured.err and pred_file in captured.err
@@ -566,15 +567,15 @@ def test_bad_predictions_shape(tiny, capsys, preds, needle):
 def test_unreadable_files(tiny, capsys):
     broken = tiny["dir"] / "broken.json"
     broken.write_text('{"q0": "Paris",', encoding="utf-8")
-    assert metrics.main([tiny["v1"], str(broken)]) == 2
+    assert evaluate_main([tiny["v1"], str(broken)]) == 2
     assert "broken.json: not valid JSON" in capsys.readouterr().err
-    assert metrics.main([tiny["v1"], str(tiny["dir"] / "nope.json")]) == 2
+    assert evaluate_main([tiny["v1"], str(tiny["dir"] / "nope.json")]) == 2
     assert "nope.json: no such file" in capsys.readouterr().err
 
 
 def test_missing_and_unknown_ids_are_reported(tiny, capsys):
     preds = {"q0": "Paris", "q1": "the Paris!", "q2": "London", "zz1": "x", "zz2": "y"}
-    assert metrics.main([tiny["v1"], _write(tiny["dir"] / "p.json", preds)]) == 0
+    assert evaluate_main([tiny["v1"], _write(tiny["dir"] / "p.json", preds)]) == 0
     captured = capsys.readouterr()
     # 2 right out of 8: the 5 missing questions score 0 (official v1.1 behaviour), unknown ids are ignored.
     assert json.loads(captured.out) == {"exact_match": 25.0, "f1": 25.0}
@@ -584,7 +585,7 @@ def test_missing_and_unknown_ids_are_reported(tiny, capsys):
 
 def test_missing_ids_v2_count_as_wrong(tiny, capsys):
     # The official v2.0 script raises KeyError here; we score the missing question 0 and say so.
-    assert metrics.main([tiny["v2"], _write(tiny["dir"] / "p.json", {"a": "Paris"})]) == 0
+    assert evaluate_main([tiny["v2"], _write(tiny["dir"] / "p.json", {"a": "Paris"})]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert (out["exact"], out["total"], out["HasAns_exact"], out["NoAns_exact"]) == (50.0, 2, 100.0, 0.0)
@@ -595,30 +596,30 @@ def test_version_mismatch(tiny, capsys):
     preds_v1 = _write(tiny["dir"] / "p1.json", {f"q{i}": "Paris" for i in range(8)})
     na = _write(tiny["dir"] / "na.json", {f"q{i}": 0.1 for i in range(8)})
     # --na-prob-file with a v1.1 dataset: refused, with the way out.
-    assert metrics.main([tiny["v1"], preds_v1, "--na-prob-file", na]) == 2
+    assert evaluate_main([tiny["v1"], preds_v1, "--na-prob-file", na]) == 2
     assert "dataset looks like v1.1" in capsys.readouterr().err
     # v1.1 dataset scored as 2.0 on request: works, with a warning.
-    assert metrics.main([tiny["v1"], preds_v1, "--version", "2.0", "--na-prob-file", na]) == 0
+    assert evaluate_main([tiny["v1"], preds_v1, "--version", "2.0", "--na-prob-file", na]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["HasAns_total"] == 8 and "NoAns_total" not in captured.out
     assert "--version 2.0 requested but the dataset looks like SQuAD v1.1" in captured.err
     # v2.0 dataset with unanswerable questions cannot be scored with the v1.1 rules.
     preds_v2 = _write(tiny["dir"] / "p2.json", {"a": "Paris", "b": ""})
-    assert metrics.main([tiny["v2"], preds_v2, "--version", "1.1"]) == 2
+    assert evaluate_main([tiny["v2"], preds_v2, "--version", "1.1"]) == 2
     assert "1 unanswerable question(s) (e.g. b)" in capsys.readouterr().err
     # v2-style empty predictions on a v1.1 dataset are flagged.
     preds = _write(tiny["dir"] / "p3.json", {f"q{i}": "" if i < 3 else "Paris" for i in range(8)})
-    assert metrics.main([tiny["v1"], preds]) == 0
+    assert evaluate_main([tiny["v1"], preds]) == 0
     assert "3 prediction(s) are empty strings" in capsys.readouterr().err
 
 
 def test_na_prob_file_errors(tiny, capsys):
     preds = _write(tiny["dir"] / "p.json", {"a": "Paris", "b": ""})
     short = _write(tiny["dir"] / "short.json", {"a": 0.2})
-    assert metrics.main([tiny["v2"], preds, "-n", short]) == 2
+    assert evaluate_main([tiny["v2"], preds, "-n", short]) == 2
     assert "short.json: 1 predicted question(s) have no no-answer probability: b" in capsys.readouterr().err
     bad = _write(tiny["dir"] / "bad_na.json", {"a": "0.2", "b": 0.3})
-    assert metrics.main([tiny["v2"], preds, "-n", bad]) == 2
+    assert evaluate_main([tiny["v2"], preds, "-n", bad]) == 2
     assert "bad_na.json: entry 'a' is a JSON string, expected a number" in capsys.readouterr().err
 
 
@@ -626,17 +627,15 @@ def test_malformed_dataset(tiny, capsys):
     preds = _write(tiny["dir"] / "p.json", {"a": "Paris"})
     broken = json.loads(json.dumps(TINY_V2))
     del broken["data"][0]["paragraphs"][0]["qas"][1]["answers"]
-    assert metrics.main([_write(tiny["dir"] / "broken.json", broken), preds]) == 2
+    assert evaluate_main([_write(tiny["dir"] / "broken.json", broken), preds]) == 2
     assert "broken.json: article 0, paragraph 0, question 1: expected a string 'id' and an 'answers' list" in (
         capsys.readouterr().err
     )
-    assert metrics.main([str(tiny["dir"] / "absent.json"), preds]) == 2
+    assert evaluate_main([str(tiny["dir"] / "absent.json"), preds]) == 2
     assert "absent.json" in capsys.readouterr().err
 
 
 def test_deeply_nested_files_are_one_line_errors(tmp_path, capsys):
-    from squad_qa.metrics import main as evaluate_main
-
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 200_000 + "]" * 200_000)
     good = tmp_path / "preds.json"
