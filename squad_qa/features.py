@@ -127,9 +127,78 @@ class WindowConfig:
 _DEFAULT_WINDOWS = WindowConfig()
 
 
-def context_room(max_seq_length: int, query_len: int) -> int:
-    """Context tokens a window holds: [CLS] query [SEP] context [SEP] in max_seq_length tokens."""
-    return max_seq_length - query_len - 3
+@dataclass(frozen=True)
+class SpecialLayout:
+    """Where a tokenizer's own special tokens go around a (question, context) pair, read from its
+    pair template (``special_layout``): ``prefix`` question ``middle`` context ``suffix``.
+
+    BERT: ``[CLS] q [SEP] c [SEP]`` (prefix (101,), middle (102,), suffix (102,)), token types 0 up
+    to and including the first [SEP], 1 on the context and the last [SEP]. RoBERTa / MPNet (HF's
+    convention for run_squad's layout): ``<s> q </s></s> c </s>``, all token types 0.
+    """
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    prefix_types: tuple[int, ...]
+    question_type: int
+    middle_types: tuple[int, ...]
+    context_type: int
+    suffix_types: tuple[int, ...]
+
+    @property
+    def n_special(self) -> int:
+        """Special tokens in a window: 3 for BERT, 4 for RoBERTa / MPNet (the double separator)."""
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+
+BERT_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
+
+
+def special_layout(tokenizer) -> SpecialLayout:
+    """The tokenizer's pair layout, from its own post-processor (not hard-coded BERT ids).
+
+    Windows put one special token first (the CLS-like token, position 0, which stands for "no
+    answer"); a tokenizer whose pair template does not start with exactly one special token, or
+    puts specials inside a sequence, is refused with a ValueError naming it.
+    """
+
+    def build():
+        enc = _backend(tokenizer).encode("question", "context", add_special_tokens=True)
+        seq = list(enc.sequence_ids)
+        parts: dict[str, list[int]] = {"prefix": [], "middle": [], "suffix": []}
+        types: dict[str, list[int]] = {"prefix": [], "middle": [], "suffix": []}
+        seen = set()
+        qtype = ctype = 0
+        for tok, t, sid in zip(enc.ids, enc.type_ids, seq):
+            if sid is None:
+                where = "prefix" if not seen else ("middle" if seen == {0} else "suffix")
+                parts[where].append(tok)
+                types[where].append(t)
+            else:
+                if sid == 0 and 1 in seen:
+                    raise ValueError(f"{type(tokenizer).__name__}: its pair template puts the context before the "
+                                     f"question; run_squad windows need question first")
+                if sid == 0:
+                    qtype = t
+                else:
+                    ctype = t
+                seen.add(sid)
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        if len(parts["prefix"]) != 1:
+            raise ValueError(f"tokenizer {name}: windows need exactly one special token (CLS-like) before the "
+                             f"question, its pair template has {len(parts['prefix'])} "
+                             f"(template: {enc.tokens})")
+        return SpecialLayout(tuple(parts["prefix"]), tuple(parts["middle"]), tuple(parts["suffix"]),
+                             tuple(types["prefix"]), qtype, tuple(types["middle"]), ctype, tuple(types["suffix"]))
+
+    return _cached(tokenizer, "special_layout", build)
+
+
+def context_room(max_seq_length: int, query_len: int, n_special: int = BERT_SPECIAL_TOKENS) -> int:
+    """Context tokens a window holds: [CLS] query [SEP] context [SEP] in max_seq_length tokens
+    (``n_special`` = 3 special tokens; 4 for RoBERTa / MPNet's ``<s> q </s></s> c </s>``)."""
+    return max_seq_length - query_len - n_special
 
 
 def count_windows(n_pieces: int, query_len: int, max_seq_length: int, doc_stride: int) -> int:
