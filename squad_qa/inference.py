@@ -11,6 +11,12 @@ SquadExample objects, features.convert_examples_to_features cuts them into the s
 windows training and evaluation use, and postprocess.postprocess_predictions turns logits into
 spans. So an answer from the service is the answer predict.py would write for the same input.
 
+Any encoder: the model is whatever AutoModelForQuestionAnswering loads (BERT, MPNet, ...); windows
+use the tokenizer's own special tokens (features.special_layout) and the model gets only the inputs
+its forward takes (batching.model_input_names: no token_type_ids for MPNet). Packing is BERT-only:
+other model types run padded batches by default, and ``packed=True`` refuses them with a one-line
+ValueError naming the model type.
+
 Speed comes from batching, packing and precision: the windows of every request in a call run
 together in batches of at most `max_batch_size`, under torch.inference_mode (squad_qa/batching.py:
 packed on CPU for BERT models, else sorted by length with little padding). `dtype`, `quantize`,
@@ -35,7 +41,7 @@ from squad_qa.batching import model_input_names, predict_logits
 from squad_qa.data import make_example
 from squad_qa.ensemble import ModelEnsemble, check_compatible
 from squad_qa.feature_store import SquadFeatures
-from squad_qa.features import WindowConfig, convert_examples_to_features, windows_needed
+from squad_qa.features import WindowConfig, convert_examples_to_features, special_layout, windows_needed
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
 from squad_qa.postprocess import postprocess_predictions
 from squad_qa.run_record import read_run_record, run_args
@@ -100,7 +106,8 @@ class QAReader:
     ) -> None:
         # Bad window geometry should stop the server from starting, not fail every request.
         WindowConfig(max_seq_length, doc_stride, max_query_length).validate(
-            getattr(getattr(model, "config", None), "max_position_embeddings", None))
+            getattr(getattr(model, "config", None), "max_position_embeddings", None),
+            special_layout(tokenizer).n_special)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_dir = model_dir
