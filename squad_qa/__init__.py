@@ -2,7 +2,8 @@
 
 Data flow, one module per stage (README.md's "Data flow" table says the same):
     data.py          SQuAD JSON             -> SquadExample
-    features.py      SquadExample           -> doc-stride windows (WindowConfig: 384 / 128 / 64)
+    features.py      SquadExample           -> doc-stride windows (WindowConfig: 384 / 128 / 64), framed
+                                               by the tokenizer's own special tokens (BERT, MPNet, ...)
     feature_store.py the windows as columns (SquadFeatures) and their .npz cache
     batching.py      windows                -> padded / packed batches -> logits (predict_logits)
     train.py         batches                -> a fine-tuned model (config, runtime, losses, adversarial,
@@ -11,6 +12,7 @@ Data flow, one module per stage (README.md's "Data flow" table says the same):
     metrics.py       answer spans           -> official SQuAD EM / F1 (evaluate.py: the command line)
     model_dir.py     a model folder: which one, is it intact, load it (run_record.py: its squad_qa.json)
     inference.py     (question, context)    -> answers: QAReader for predict.py and the service
+    ensemble.py      several models' raw logits averaged per window; saved logits (a teacher file)
     speed.py         inference dtype, int8, torch.compile, packing (packing.py)
 """
 

@@ -1,5 +1,6 @@
 """Features -> batches -> logits: the one path windows take through the model.
 
+    model_input_names(model)          the window inputs a model's forward takes (decided once per model)
     collate(features, idx)            a batch of tensors cut out of the column-wise features
     length_batches(lengths, size)     row numbers grouped so that batches carry little padding
     predict_logits(model, features)   start/end logits for every window, padded or packed batches
@@ -16,6 +17,7 @@ all: consecutive windows, back to back in one row.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 
 import numpy as np
@@ -25,9 +27,38 @@ from tqdm.auto import tqdm
 from squad_qa.packing import check_packing_enabled, pack, unpack
 
 
+WINDOW_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_input_names(model) -> tuple[str, ...]:
+    """The window inputs (of ``WINDOW_INPUTS``) that ``model``'s forward takes by name.
+
+    BERT takes all three; MPNet / DistilBERT-style models have no ``token_type_ids`` (their forward
+    would reject it, or swallow it in ``**kwargs``), so it is not passed to them. Looks through
+    torch.compile / DDP wrappers; an ensemble (squad_qa/ensemble.py) needs what any member takes.
+    Call it once per model and hand the result to ``collate(..., input_names=)`` for every batch.
+    """
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    member_inputs = getattr(model, "member_inputs", None)
+    if member_inputs is not None:  # ModelEnsemble
+        names = {n for inputs in member_inputs for n in inputs}
+        return tuple(n for n in WINDOW_INPUTS if n in names)
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return WINDOW_INPUTS
+    if not any(n in params for n in WINDOW_INPUTS):  # forward(*args, **kwargs): cannot tell
+        return WINDOW_INPUTS
+    return tuple(n for n in WINDOW_INPUTS if n in params)
+
+
 def collate(features, idx, pad_to: int | None = None, pad_multiple: int = 1, with_targets: bool = True,
-            with_valid_mask: bool = False) -> dict[str, torch.Tensor]:
+            with_valid_mask: bool = False, input_names: tuple[str, ...] = WINDOW_INPUTS) -> dict[str, torch.Tensor]:
     """Slice a batch out of the column-wise features, cut to the batch's longest window (dynamic padding).
+
+    ``input_names``: which of ``WINDOW_INPUTS`` go into the batch; ``model_input_names(model)`` for
+    a model without ``token_type_ids`` (the default, all three, is what BERT takes).
 
     ``pad_to`` forces a fixed width (e.g. max_seq_length, for comparison); ``pad_multiple`` rounds the width up
     (8 on GPUs: tensor-core friendly shapes).  ``valid_mask`` marks the positions an answer may take (context
@@ -36,11 +67,7 @@ def collate(features, idx, pad_to: int | None = None, pad_multiple: int = 1, wit
     idx = np.asarray(idx)
     width = int(pad_to) if pad_to else int(features.seq_len[idx].max())
     width = min(int(math.ceil(width / pad_multiple) * pad_multiple), features.max_seq_length)
-    batch = {
-        "input_ids": torch.from_numpy(features.input_ids[idx, :width].astype(np.int64)),
-        "attention_mask": torch.from_numpy(features.attention_mask[idx, :width].astype(np.int64)),
-        "token_type_ids": torch.from_numpy(features.token_type_ids[idx, :width].astype(np.int64)),
-    }
+    batch = {name: torch.from_numpy(getattr(features, name)[idx, :width].astype(np.int64)) for name in input_names}
     if with_targets:
         batch["start_positions"] = torch.from_numpy(features.start_position[idx].astype(np.int64))
         batch["end_positions"] = torch.from_numpy(features.end_position[idx].astype(np.int64))
@@ -74,8 +101,12 @@ def length_batches(lengths: np.ndarray, batch_size: int, max_padding: float = 0.
 @torch.inference_mode()
 def predict_logits(model, features, indices: np.ndarray, batch_size: int, device: torch.device,
                    amp: contextlib.AbstractContextManager | None = None, pad_multiple: int = 1,
-                   show_progress: bool = False, packed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   show_progress: bool = False, packed: bool = False,
+                   input_names: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Start/end logits for ``features[indices]``, float32 ``[len(indices), L]`` (columns >= seq_len unused).
+
+    ``input_names``: the inputs the model takes (``model_input_names``; worked out here, once per
+    call, when None).
 
     ``packed=True`` (a model set up with ``packing.enable_packing``): each batch of up to
     ``batch_size`` windows goes through the model as one padding-free row (see squad_qa/packing.py).
@@ -84,6 +115,8 @@ def predict_logits(model, features, indices: np.ndarray, batch_size: int, device
     start = np.zeros((len(indices), width), dtype=np.float32)
     end = np.zeros((len(indices), width), dtype=np.float32)
     indices = np.asarray(indices)
+    if input_names is None:
+        input_names = model_input_names(model)
     if packed:  # no padding to avoid: consecutive windows, up to batch_size per row
         check_packing_enabled(model)
         batches = [np.arange(lo, min(lo + batch_size, len(indices))) for lo in range(0, len(indices), batch_size)]
@@ -95,7 +128,8 @@ def predict_logits(model, features, indices: np.ndarray, batch_size: int, device
         if packed:
             batch, window, position = pack(features, indices[rows])
         else:
-            batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False)
+            batch = collate(features, indices[rows], pad_multiple=pad_multiple, with_targets=False,
+                            input_names=input_names)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with amp if amp is not None else contextlib.nullcontext():
             out = model(**batch)

@@ -11,6 +11,17 @@ is cut into overlapping windows ("doc spans")::
 The first window starts at token 0 and each next one ``doc_stride`` tokens later, until a window
 reaches the end of the context (run_squad: ``start_offset += min(length, doc_stride)``).
 
+Any encoder: the special tokens and token types of a window are the tokenizer's own, read once from
+its pair template (:func:`special_layout`), never hard-coded BERT ids. For BERT that is the layout
+above, byte for byte. RoBERTa / MPNet-style tokenizers put a DOUBLE separator between the segments
+(HF's convention, ``<s> question </s></s> context </s>``), and that is implemented: such windows
+hold 4 special tokens, so :func:`context_room` (and the window count, and
+``WindowConfig.problems``) leave room for one more, and the context starts one position later; the
+context pieces, their word map and offsets are otherwise those of the BERT path. Token types follow
+the template (all 0 there); models whose forward has no ``token_type_ids`` (MPNet) are not given
+them (batching.model_input_names). A template with anything but exactly one special token before the
+question (the CLS-like token at position 0 that stands for "no answer") is refused with a ValueError.
+
 Semantics follow the original ``run_squad.py`` (and transformers' legacy
 ``squad_convert_examples_to_features``); only the *how* differs:
 
@@ -70,23 +81,24 @@ class WindowConfig:
     doc_stride: int = 128
     max_query_length: int = 64
 
-    def problems(self, max_positions: int | None = None) -> list[str]:
+    def problems(self, max_positions: int | None = None, n_special: int = 3) -> list[str]:
         """What makes windows impossible with this geometry (empty when usable). ``max_positions``:
-        the model's number of position embeddings, when known."""
+        the model's number of position embeddings, when known; ``n_special``: special tokens in a
+        window (3 for BERT, 4 for RoBERTa / MPNet: ``SpecialLayout.n_special``)."""
         out = []
         if self.max_query_length < 1:
             out.append(f"max_query_length must be >= 1, got {self.max_query_length}")
-        if self.max_seq_length < self.max_query_length + 4:
+        if self.max_seq_length < self.max_query_length + n_special + 1:
             out.append(
                 f"max_seq_length ({self.max_seq_length}) must leave room for the question (max_query_length "
-                f"{self.max_query_length}), 3 special tokens and at least one context token"
+                f"{self.max_query_length}), {n_special} special tokens and at least one context token"
             )
         else:  # the stride is only judged against a window that has room for context at all
-            room = context_room(self.max_seq_length, self.max_query_length)
+            room = context_room(self.max_seq_length, self.max_query_length, n_special)
             if not 0 < self.doc_stride < room:
                 out.append(
                     f"doc_stride ({self.doc_stride}) must be in 1..{room - 1}: windows hold at least "
-                    f"max_seq_length - max_query_length - 3 = {room} context tokens, and a stride that is "
+                    f"max_seq_length - max_query_length - {n_special} = {room} context tokens, and a stride that is "
                     f"not smaller than that would skip context between windows"
                 )
         if max_positions is not None and self.max_seq_length > max_positions:
@@ -94,9 +106,9 @@ class WindowConfig:
                        f"position embeddings")
         return out
 
-    def validate(self, max_positions: int | None = None) -> WindowConfig:
+    def validate(self, max_positions: int | None = None, n_special: int = 3) -> WindowConfig:
         """Raise one ValueError naming every problem (see :meth:`problems`); return self otherwise."""
-        problems = self.problems(max_positions)
+        problems = self.problems(max_positions, n_special)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -127,17 +139,87 @@ class WindowConfig:
 _DEFAULT_WINDOWS = WindowConfig()
 
 
-def context_room(max_seq_length: int, query_len: int) -> int:
-    """Context tokens a window holds: [CLS] query [SEP] context [SEP] in max_seq_length tokens."""
-    return max_seq_length - query_len - 3
+@dataclass(frozen=True)
+class SpecialLayout:
+    """Where a tokenizer's own special tokens go around a (question, context) pair, read from its
+    pair template (``special_layout``): ``prefix`` question ``middle`` context ``suffix``.
+
+    BERT: ``[CLS] q [SEP] c [SEP]`` (prefix (101,), middle (102,), suffix (102,)), token types 0 up
+    to and including the first [SEP], 1 on the context and the last [SEP]. RoBERTa / MPNet (HF's
+    convention for run_squad's layout): ``<s> q </s></s> c </s>``, all token types 0.
+    """
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    prefix_types: tuple[int, ...]
+    question_type: int
+    middle_types: tuple[int, ...]
+    context_type: int
+    suffix_types: tuple[int, ...]
+
+    @property
+    def n_special(self) -> int:
+        """Special tokens in a window: 3 for BERT, 4 for RoBERTa / MPNet (the double separator)."""
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
 
 
-def count_windows(n_pieces: int, query_len: int, max_seq_length: int, doc_stride: int) -> int:
+BERT_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
+
+
+def special_layout(tokenizer) -> SpecialLayout:
+    """The tokenizer's pair layout, from its own post-processor (not hard-coded BERT ids).
+
+    Windows put one special token first (the CLS-like token, position 0, which stands for "no
+    answer"); a tokenizer whose pair template does not start with exactly one special token, or
+    puts specials inside a sequence, is refused with a ValueError naming it.
+    """
+
+    def build():
+        enc = _backend(tokenizer).encode("question", "context", add_special_tokens=True)
+        seq = list(enc.sequence_ids)
+        parts: dict[str, list[int]] = {"prefix": [], "middle": [], "suffix": []}
+        types: dict[str, list[int]] = {"prefix": [], "middle": [], "suffix": []}
+        seen = set()
+        qtype = ctype = 0
+        for tok, t, sid in zip(enc.ids, enc.type_ids, seq):
+            if sid is None:
+                where = "prefix" if not seen else ("middle" if seen == {0} else "suffix")
+                parts[where].append(tok)
+                types[where].append(t)
+            else:
+                if sid == 0 and 1 in seen:
+                    raise ValueError(f"{type(tokenizer).__name__}: its pair template puts the context before the "
+                                     f"question; run_squad windows need question first")
+                if sid == 0:
+                    qtype = t
+                else:
+                    ctype = t
+                seen.add(sid)
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        if len(parts["prefix"]) != 1:
+            raise ValueError(f"tokenizer {name}: windows need exactly one special token (CLS-like) before the "
+                             f"question, its pair template has {len(parts['prefix'])} "
+                             f"(template: {enc.tokens})")
+        return SpecialLayout(tuple(parts["prefix"]), tuple(parts["middle"]), tuple(parts["suffix"]),
+                             tuple(types["prefix"]), qtype, tuple(types["middle"]), ctype, tuple(types["suffix"]))
+
+    return _cached(tokenizer, "special_layout", build)
+
+
+def context_room(max_seq_length: int, query_len: int, n_special: int = BERT_SPECIAL_TOKENS) -> int:
+    """Context tokens a window holds: [CLS] query [SEP] context [SEP] in max_seq_length tokens
+    (``n_special`` = 3 special tokens; 4 for RoBERTa / MPNet's ``<s> q </s></s> c </s>``)."""
+    return max_seq_length - query_len - n_special
+
+
+def count_windows(n_pieces: int, query_len: int, max_seq_length: int, doc_stride: int,
+                  n_special: int = BERT_SPECIAL_TOKENS) -> int:
     """Windows a context of ``n_pieces`` word pieces is cut into next to a ``query_len``-piece question:
     they start at 0, stride, 2*stride, ... until one reaches the end of the context."""
     if n_pieces <= 0:
         return 0
-    return 1 + max(0, -(-(n_pieces - context_room(max_seq_length, query_len)) // doc_stride))
+    return 1 + max(0, -(-(n_pieces - context_room(max_seq_length, query_len, n_special)) // doc_stride))
 
 
 def windows_needed(tokenizer, questions: list[str], contexts: list[str],
@@ -147,9 +229,10 @@ def windows_needed(tokenizer, questions: list[str], contexts: list[str],
     """How many windows each (question, context) pair becomes, without building them: two batched
     Rust-tokenizer calls (the service prices a request with it before queueing it)."""
     backend = _backend(tokenizer)
+    n_special = special_layout(tokenizer).n_special
     queries = backend.encode_batch_fast(list(questions), add_special_tokens=False)
     docs = backend.encode_batch_fast(list(contexts), add_special_tokens=False)
-    return [count_windows(len(d.ids), min(len(q.ids), max_query_length), max_seq_length, doc_stride)
+    return [count_windows(len(d.ids), min(len(q.ids), max_query_length), max_seq_length, doc_stride, n_special)
             for q, d in zip(queries, docs)]
 
 
@@ -172,14 +255,17 @@ def convert_examples_to_features(
 ) -> SquadFeatures:
     """Convert examples into doc-stride windows (run_squad's ``convert_examples_to_features``).
 
-    ``tokenizer`` must be a fast (Rust) BERT-style tokenizer. With ``cache_dir`` the result is stored
-    as ``features-<key>.npz`` keyed by the examples' content, the tokenizer and all parameters.
+    ``tokenizer`` must be a fast (Rust) tokenizer; its own special tokens frame each window
+    (``special_layout``: BERT's ``[CLS] q [SEP] c [SEP]``, RoBERTa / MPNet's ``<s> q </s></s> c </s>``).
+    With ``cache_dir`` the result is stored as ``features-<key>.npz`` keyed by the examples' content,
+    the tokenizer and all parameters.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(f"a fast tokenizer is required (got {type(tokenizer).__name__}); load it with AutoTokenizer")
     model_max = getattr(tokenizer, "model_max_length", None)
     WindowConfig(max_seq_length, doc_stride, max_query_length).validate(
-        model_max if isinstance(model_max, int) and model_max < 1_000_000 else None)
+        model_max if isinstance(model_max, int) and model_max < 1_000_000 else None,
+        special_layout(tokenizer).n_special)
 
     cache_path = None
     if cache_dir is not None:
@@ -341,12 +427,14 @@ def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, 
         answers = [e.ids for e in _backend(tokenizer).encode_batch_fast(
             [ex.answer_text or "" for ex in examples], add_special_tokens=False)]
 
+    layout = special_layout(tokenizer)
+    n_special = layout.n_special
     # Plan every window first, so the arrays can be allocated once.
     plans = []
     for e, ex in enumerate(examples):
         n = len(docs[doc_of_example[e]].ids)
-        room = context_room(max_seq_length, len(queries[e]))
-        starts = np.arange(count_windows(n, len(queries[e]), max_seq_length, doc_stride)) * doc_stride
+        room = context_room(max_seq_length, len(queries[e]), n_special)
+        starts = np.arange(count_windows(n, len(queries[e]), max_seq_length, doc_stride, n_special)) * doc_stride
         lengths = np.minimum(n - starts, room)
         plans.append((starts, lengths))
     empty = sum(1 for s, _ in plans if len(s) == 0)
@@ -354,7 +442,13 @@ def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, 
         logger.warning("%d questions have a context with no tokens and get no windows", empty)
 
     N, L = sum(len(s) for s, _ in plans), max_seq_length
-    cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    # The tokenizer's own special tokens and token types (special_layout), not hard-coded BERT ids.
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no padding token")
+    prefix, middle, suffix = (np.asarray(x, np.int32) for x in (layout.prefix, layout.middle, layout.suffix))
+    middle_types, suffix_types = np.asarray(layout.middle_types, np.int8), np.asarray(layout.suffix_types, np.int8)
+    n_suffix = len(suffix)
     feats = SquadFeatures.allocate(N, L, pad_id)
     out = vars(feats)  # the arrays by name, filled in place below
     out["p_mask"][:, 0] = 0  # [CLS] stands for "no answer"
@@ -375,20 +469,26 @@ def _convert(examples, tokenizer, max_seq_length, doc_stride, max_query_length, 
             tok_end = int(np.searchsorted(doc.words, ex.end_position, side="right")) - 1
             tok_start, tok_end = _improve_answer_span(doc.ids, tok_start, tok_end, answers[e])
 
-        c0 = len(q) + 2
+        q0 = len(prefix)  # 1: the CLS-like token, position 0 ("no answer")
+        c0 = q0 + len(q) + len(middle)  # BERT: len(q) + 2; RoBERTa / MPNet: len(q) + 3
         for j, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
-            out["input_ids"][f, 0] = cls_id
-            out["input_ids"][f, 1:c0 - 1] = q
-            out["input_ids"][f, c0 - 1] = sep_id
+            out["input_ids"][f, :q0] = prefix
+            out["input_ids"][f, q0:q0 + len(q)] = q
+            out["input_ids"][f, q0 + len(q):c0] = middle
             out["input_ids"][f, c0:c0 + n] = doc.ids[s:s + n]
-            out["input_ids"][f, c0 + n] = sep_id
-            out["attention_mask"][f, :c0 + n + 1] = 1
-            out["token_type_ids"][f, c0:c0 + n + 1] = 1
+            out["input_ids"][f, c0 + n:c0 + n + n_suffix] = suffix
+            out["attention_mask"][f, :c0 + n + n_suffix] = 1
+            # token types: BERT 0 up to the first [SEP], 1 on the context and the last [SEP]
+            out["token_type_ids"][f, :q0] = layout.prefix_types
+            out["token_type_ids"][f, q0:q0 + len(q)] = layout.question_type
+            out["token_type_ids"][f, q0 + len(q):c0] = middle_types
+            out["token_type_ids"][f, c0:c0 + n] = layout.context_type
+            out["token_type_ids"][f, c0 + n:c0 + n + n_suffix] = suffix_types
             out["p_mask"][f, c0:c0 + n] = 0
             out["token_is_max_context"][f, c0:c0 + n] = max_ctx[j]
             out["token_to_orig"][f, c0:c0 + n] = doc.words[s:s + n]
             out["offsets"][f, c0:c0 + n] = doc.offsets[s:s + n]
-            out["seq_len"][f] = c0 + n + 1
+            out["seq_len"][f] = c0 + n + n_suffix
             out["example_index"][f] = e
             out["doc_span_index"][f] = j
             out["context_start"][f] = c0

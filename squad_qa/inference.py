@@ -3,11 +3,19 @@
     QAReader.from_pretrained(dir)      refuses anything that is not a fine-tuned QA checkpoint
     reader.answer(question, context)   -> [Answer(text, score, start, end)], context[start:end] == text
     reader.answer_batch(items)         all windows of all items go through the model together
+    QAReader.from_pretrained([A, B])   an ensemble: the members' raw start/end logits are averaged
+                                       per window before decoding (squad_qa/ensemble.py)
 
 The reader does no feature or span logic of its own: (question, context) pairs become in-memory
 SquadExample objects, features.convert_examples_to_features cuts them into the same doc-stride
 windows training and evaluation use, and postprocess.postprocess_predictions turns logits into
 spans. So an answer from the service is the answer predict.py would write for the same input.
+
+Any encoder: the model is whatever AutoModelForQuestionAnswering loads (BERT, MPNet, ...); windows
+use the tokenizer's own special tokens (features.special_layout) and the model gets only the inputs
+its forward takes (batching.model_input_names: no token_type_ids for MPNet). Packing is BERT-only:
+other model types run padded batches by default, and ``packed=True`` refuses them with a one-line
+ValueError naming the model type.
 
 Speed comes from batching, packing and precision: the windows of every request in a call run
 together in batches of at most `max_batch_size`, under torch.inference_mode (squad_qa/batching.py:
@@ -29,10 +37,11 @@ import torch
 from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa.batching import predict_logits
+from squad_qa.batching import model_input_names, predict_logits
 from squad_qa.data import make_example
+from squad_qa.ensemble import ModelEnsemble, check_compatible
 from squad_qa.feature_store import SquadFeatures
-from squad_qa.features import WindowConfig, convert_examples_to_features, windows_needed
+from squad_qa.features import WindowConfig, convert_examples_to_features, special_layout, windows_needed
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
 from squad_qa.postprocess import postprocess_predictions
 from squad_qa.run_record import read_run_record, run_args
@@ -93,13 +102,17 @@ class QAReader:
         quantized: str | None = None,
         dtype: str | torch.dtype = "float32",
         packed: bool | None = None,
+        model_dirs: Sequence[Path] | None = None,
     ) -> None:
         # Bad window geometry should stop the server from starting, not fail every request.
         WindowConfig(max_seq_length, doc_stride, max_query_length).validate(
-            getattr(getattr(model, "config", None), "max_position_embeddings", None))
+            getattr(getattr(model, "config", None), "max_position_embeddings", None),
+            special_layout(tokenizer).n_special)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_dir = model_dir
+        # Every model folder behind the reader: one, or an ensemble's members (model_dir: the first).
+        self.model_dirs = list(model_dirs) if model_dirs else ([model_dir] if model_dir else [])
         self.max_seq_length = max_seq_length
         self.doc_stride = doc_stride
         self.max_query_length = max_query_length
@@ -119,6 +132,9 @@ class QAReader:
         # The forward pass goes through `self.forward_model`: the compiled module after compile()
         # (self.model stays the plain one, for describe() and anyone who wants the weights).
         self.forward_model = self.model
+        # The window inputs the model's forward takes (no token_type_ids for MPNet-like models):
+        # decided once here, for every batch.
+        self.input_names = model_input_names(self.model)
 
     @property
     def compiled(self) -> bool:
@@ -126,6 +142,8 @@ class QAReader:
 
     @property
     def name(self) -> str:
+        if len(self.model_dirs) > 1:
+            return "+".join(Path(p).name for p in self.model_dirs)
         return self.model_dir.name if self.model_dir else type(self.model).__name__
 
     # ----------------------------------------------------------------------------------- loading
@@ -133,7 +151,7 @@ class QAReader:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path | None = None,
+        path: str | Path | Sequence[str | Path] | None = None,
         *,
         device: str | torch.device | None = None,
         max_seq_length: int | None = None,
@@ -158,7 +176,22 @@ class QAReader:
         "auto" picks bfloat16 where the hardware has it (with quantize: float32). ``compile=True``
         runs it through torch.compile (see ``compile``). ``packed`` (default None: on CPU for BERT
         models) runs batches without padding (squad_qa/packing.py); False keeps padded batches.
+
+        ``path`` a list of folders: an ensemble (``ModelEnsemble``). Every member must cut the same
+        windows (same tokenizer vocabulary / normalisation / special tokens and the same window
+        geometry, which defaults to the first member's when the members' records agree); otherwise
+        a one-line ``EnsembleError`` (a ValueError) names both folders and what differs. The
+        ensemble's start/end logits are the mean of the members' RAW logits (before any softmax),
+        decoded as one model's. A list of one folder is exactly that folder's reader.
         """
+        if isinstance(path, (list, tuple)):
+            if not path:
+                raise ValueError("no model folder given")
+            if len(path) > 1:
+                return cls._ensemble(list(path), device=device, max_seq_length=max_seq_length,
+                                     doc_stride=doc_stride, max_query_length=max_query_length,
+                                     quantize=quantize, dtype=dtype, compile=compile, **kwargs)
+            path = path[0]
         path = check_qa_checkpoint(resolve_model_dir(path))
         record = read_run_record(path)
         model = load_qa_model(path, trained_head=True)
@@ -194,6 +227,41 @@ class QAReader:
         if reader.dtype != torch.float32:  # our own fresh copy of the weights: cast once, not per call
             prepare_for_autocast(reader.model, reader.dtype)
         if compile:  # after the casts: freezing bakes the weights in as they are now
+            reader.compile()
+        return reader
+
+    @classmethod
+    def _ensemble(cls, paths, *, device, max_seq_length, doc_stride, max_query_length, quantize, dtype, compile,
+                  **kwargs: Any) -> "QAReader":
+        """A reader over several checkpoints whose logits are averaged (see ``from_pretrained``)."""
+        member_kwargs = {k: v for k, v in kwargs.items() if k != "packed"}
+        members = [cls.from_pretrained(p, device=device, max_seq_length=max_seq_length, doc_stride=doc_stride,
+                                       max_query_length=max_query_length, packed=False, **member_kwargs)
+                   for p in paths]
+        first = members[0]
+        for other in members[1:]:
+            check_compatible(first, other)
+        model = ModelEnsemble([m.model for m in members])
+        if quantize is not None:
+            model = quantize_model(model, quantize, first.device)
+            kwargs["quantized"] = quantize
+            if dtype == "auto":
+                dtype = "float32"
+        reader = cls(
+            model,
+            first.tokenizer,
+            model_dir=first.model_dir,
+            model_dirs=[m.model_dir for m in members],
+            max_seq_length=first.max_seq_length,
+            doc_stride=first.doc_stride,
+            max_query_length=first.max_query_length,
+            record=first.record,
+            dtype=dtype or "float32",
+            **kwargs,
+        )
+        if reader.dtype != torch.float32:
+            prepare_for_autocast(reader.model, reader.dtype)
+        if compile:
             reader.compile()
         return reader
 
@@ -267,7 +335,8 @@ class QAReader:
         zero and ignored by the post-processor)."""
         amp = None if self.dtype == torch.float32 else torch.autocast(self.device.type, dtype=self.dtype)
         return predict_logits(self.forward_model, features, np.arange(len(features)), self.max_batch_size,
-                              self.device, amp=amp, show_progress=show_progress, packed=self.packed)
+                              self.device, amp=amp, show_progress=show_progress, packed=self.packed,
+                              input_names=self.input_names)
 
     # ------------------------------------------------------------------------------ the questions
 

@@ -140,6 +140,10 @@ def _classify(model: nn.Module) -> list[tuple[str, nn.Parameter, str, int | None
             rows.append((name, p, "head", None, no_decay))
         elif rel.startswith(("embeddings.", "embeddings_project.")):  # ELECTRA projects below layer 0
             rows.append((name, p, "embeddings", None, no_decay))
+        elif rel.startswith("encoder.relative_attention_bias."):
+            # MPNet: relative-position buckets shared by every layer, position information like the
+            # position embeddings, so it learns at the embeddings' rate
+            rows.append((name, p, "embeddings", None, no_decay))
         else:
             unknown.append(name)
     if unknown:

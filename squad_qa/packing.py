@@ -92,6 +92,9 @@ def supports_packing(model: torch.nn.Module) -> bool:
     """True for the models whose forward pass `pack` inputs are known to reproduce: BERT, in a
     transformers whose BERT attention dispatches through AttentionInterface (5.x; 4.57's BERT has
     its own attention classes, which would attend across windows)."""
+    members = getattr(model, "members", None)  # an ensemble (squad_qa/ensemble.py): every member must
+    if members is not None:
+        return len(members) > 0 and all(supports_packing(m) for m in members)
     config = getattr(model, "config", None)
     module = sys.modules.get(type(model).__module__)
     return (getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES

@@ -6,6 +6,13 @@ Writes predictions.json, nbest_predictions.json and, for v2, null_odds.json (pos
 for every question of the file (or the first --max_eval_samples), answered by QAReader: the same windows,
 batches and spans as the service. The model is --model, else $SQUAD_QA_MODEL, else the shipped one
 (model_dir.resolve_model_dir). Bad input is a one-line error on stderr and exit status 2.
+
+Ensembles: --model A --model B ... averages the members' raw start/end logits per window before
+decoding (squad_qa/ensemble.py); models whose windows differ (tokenizer or window geometry) are
+refused with a one-line error and exit status 2. One --model behaves exactly as before.
+--save_logits FILE also writes the (averaged) logits of every window, float16 safetensors with the
+window geometry, model folders and window count in its header (layout: squad_qa/ensemble.py), for
+use as a distillation teacher.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import time
 from collections.abc import Sequence
 
 from squad_qa.data import SquadFormatError, read_squad_examples
+from squad_qa.ensemble import save_logits
 from squad_qa.inference import QAReader
 from squad_qa.model_dir import CheckpointError
 from squad_qa.postprocess import postprocess_predictions, write_predictions
@@ -31,9 +39,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
         description="Write SQuAD prediction files (predictions.json, nbest_predictions.json, "
         "null_odds.json for v2) with a fine-tuned checkpoint.",
     )
-    p.add_argument("--model", "--model_name_or_path", dest="model", default=None,
+    p.add_argument("--model", "--model_name_or_path", dest="model", action="append", default=None,
                    help="fine-tuned checkpoint folder (safetensors + tokenizer); default: $SQUAD_QA_MODEL, "
-                        "else the shipped models/squad-minilm-l6/")
+                        "else the shipped models/squad-minilm-l6/. Repeat it for an ensemble: the models' raw "
+                        "start/end logits are averaged per window (they must share tokenizer and windows)")
     p.add_argument("--predict_file", required=True, help="SQuAD .json or .json.gz")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--max_eval_samples", type=int, default=None, help="predict the first N questions only")
@@ -45,6 +54,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc_stride", type=int, default=None, help="default: the checkpoint's, else 128")
     p.add_argument("--max_query_length", type=int, default=None, help="default: the checkpoint's, else 64")
     p.add_argument("--predict_batch_size", type=int, default=64)
+    p.add_argument("--save_logits", default=None, metavar="FILE",
+                   help="also write the (averaged) start/end logits of every window to FILE (safetensors, "
+                        "float16, with geometry / model folders / window count in its metadata; layout in "
+                        "squad_qa/ensemble.py): a distillation teacher")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                    help="CPU only: dynamic int8 Linear layers (faster, slightly different answers)")
@@ -79,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_eval_samples:
         examples = examples[: args.max_eval_samples]
     try:
+        models = args.model or [None]
         reader = QAReader.from_pretrained(
-            args.model,
+            models[0] if len(models) == 1 else models,
             device=args.device,
             max_seq_length=args.max_seq_length,
             doc_stride=args.doc_stride,
@@ -95,10 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:  # window geometry that does not fit the model
+    except ValueError as e:  # window geometry that does not fit the model; models that cannot be ensembled
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logger.info("model %s; %d questions from %s", reader.model_dir, len(examples), args.predict_file)
+    logger.info("model %s; %d questions from %s", " + ".join(map(str, reader.model_dirs)), len(examples),
+                args.predict_file)
     features = reader.features_for(examples, show_progress=True)
     start_logits, end_logits = reader.predict_logits(features, show_progress=True)  # tqdm: rate and time left
     result = postprocess_predictions(
@@ -109,9 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         null_score_diff_threshold=args.null_score_diff_threshold,
     )
     paths = write_predictions(result, args.output_dir)
+    if args.save_logits:
+        paths["logits"] = save_logits(
+            args.save_logits, start_logits, end_logits, features,
+            window=dict(max_seq_length=reader.max_seq_length, doc_stride=reader.doc_stride,
+                        max_query_length=reader.max_query_length),
+            models=reader.model_dirs, qas_ids=[ex.qas_id for ex in examples], predict_file=args.predict_file)
     took = time.perf_counter() - t0
     print(f"{len(examples)} questions, {len(features)} windows, {took:.1f} s "
-          f"({len(examples) / max(took, 1e-9):.1f} questions/s) with {reader.model_dir}")
+          f"({len(examples) / max(took, 1e-9):.1f} questions/s) with {' + '.join(map(str, reader.model_dirs))}")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

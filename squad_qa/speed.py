@@ -126,6 +126,11 @@ def prepare_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn
       measurable (384 x 2 weights) and removed a third of bf16's answer changes against float32
       (34 -> 23 of the first 3,000 dev-v1.1 questions, with the experiments/cpu-bf16.yaml model).
     """
+    members = getattr(model, "members", None)  # an ensemble (squad_qa/ensemble.py): each member's head
+    if members is not None:
+        for member in members:
+            prepare_for_autocast(member, dtype)
+        return model
     head = getattr(model, "qa_outputs", None)
     for module in model.modules():
         if isinstance(module, torch.nn.Linear) and module is not head:
