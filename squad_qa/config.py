@@ -32,11 +32,24 @@ class UsageError(ValueError):
     """Inconsistent flags, missing files, refused combinations: reported before any work is done."""
 
 
+_KD_FLAGS = ("teacher", "kd_alpha", "kd_temperature", "teacher_cache_dir")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """ArgumentDefaultsHelpFormatter, except for the distillation flags: their None default only means
+    "not given" (a --kd_* flag without --teacher is refused); their help says the real default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.dest in _KD_FLAGS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train_squad",
         description="Fine-tune a BERT-style encoder for SQuAD extractive QA (run_squad.py flags).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--config", help="JSON or YAML file of the same keys as the flags; command-line flags override it")
 

@@ -373,6 +373,8 @@ def teacher_logits_for_training(args: argparse.Namespace, rt, examples, features
         start, end = compute_teacher_logits(teacher, features, tokenizer, batch_size=args.per_device_eval_batch_size,
                                             device=rt.device, amp=autocast_context(args, rt.device),
                                             show_progress=rt.is_main)
+        if rt.device.type == "cuda":
+            torch.cuda.empty_cache()  # the teacher is gone: give its memory back before the student trains
         if path is not None and rt.is_main:
             save_teacher_logits(path, start, end, meta)
             logger.info("teacher logits cached in %s", path)

@@ -397,3 +397,44 @@ def test_bad_kd_flags_are_refused_before_any_work(tiny_qa_checkpoint, tmp_path, 
     assert message in caplog.text
     assert sum(message in line for line in caplog.text.splitlines()) == 1  # one line says it
     assert not out.exists()
+
+
+def test_killed_kd_run_resumes_to_the_same_weights(tiny_qa_checkpoint, mpnet_teacher, tmp_path):
+    from safetensors.torch import load_file
+
+    common = ["--teacher", str(mpnet_teacher), "--teacher_cache_dir", str(tmp_path / "cache"), "--max_steps", "4",
+              "--save_steps", "2", "--rdrop_alpha", "0.5", "--label_smoothing", "0.1"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert main(_run_args(tiny_qa_checkpoint, full, *common)) == 0
+    assert main(_run_args(tiny_qa_checkpoint, killed, *common, "--stop_after_steps", "2")) == 0
+    assert main(_run_args(tiny_qa_checkpoint, killed, *common, "--resume_from_checkpoint", "latest")) == 0
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def test_torchrun_two_processes_share_one_teacher_cache(tiny_qa_checkpoint, mpnet_teacher, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out, cache = tmp_path / "ddp", tmp_path / "cache"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(repo / "scripts" / "train_squad.py"),
+           *_run_args(tiny_qa_checkpoint, out, "--max_steps", "2", "--teacher", str(mpnet_teacher),
+                      "--cache_dir", str(cache))]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail("torchrun timed out:\n" + log[-4000:])
+    assert proc.returncode == 0, log[-4000:]
+    assert "world size 2" in log
+    assert log.count("teacher logits: running") == 1  # rank 0 (rank 1 logs warnings only)
+    assert len(list(cache.glob("teacher-logits-*.safetensors"))) == 1
+    assert (out / "model.safetensors").is_file()
