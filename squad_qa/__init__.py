@@ -7,7 +7,7 @@ Data flow, one module per stage (README.md's "Data flow" table says the same):
     feature_store.py the windows as columns (SquadFeatures) and their .npz cache
     batching.py      windows                -> padded / packed batches -> logits (predict_logits)
     train.py         batches                -> a fine-tuned model (config, runtime, losses, adversarial,
-                                               averaging, optim, checkpoint, run_log, evaluation)
+                                               averaging, optim, checkpoint, run_log, evaluation, distill)
     postprocess.py   start/end logits       -> answer spans (span_ranking.py: the vectorised n-best)
     metrics.py       answer spans           -> official SQuAD EM / F1 (evaluate.py: the command line)
     model_dir.py     a model folder: which one, is it intact, load it (run_record.py: its squad_qa.json)

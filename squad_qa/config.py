@@ -32,11 +32,24 @@ class UsageError(ValueError):
     """Inconsistent flags, missing files, refused combinations: reported before any work is done."""
 
 
+_KD_FLAGS = ("teacher", "kd_alpha", "kd_temperature", "teacher_cache_dir")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """ArgumentDefaultsHelpFormatter, except for the distillation flags: their None default only means
+    "not given" (a --kd_* flag without --teacher is refused); their help says the real default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.dest in _KD_FLAGS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train_squad",
         description="Fine-tune a BERT-style encoder for SQuAD extractive QA (run_squad.py flags).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--config", help="JSON or YAML file of the same keys as the flags; command-line flags override it")
 
@@ -115,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reinit_layers", type=int, default=0, help="re-initialise the top N encoder layers")
     g.add_argument("--rdrop_alpha", type=float, default=0.0, help="R-Drop: weight of the symmetric KL term")
 
+    g = p.add_argument_group("distillation (squad_qa/distill.py)")
+    g.add_argument("--teacher",
+                   help="knowledge distillation from a fine-tuned QA model folder (its logits on the training "
+                        "windows are computed once and cached) or from a teacher-logits .safetensors file")
+    g.add_argument("--kd_alpha", type=float,
+                   help="with --teacher: loss = alpha * KD + (1 - alpha) * span loss; in [0, 1] (default 0.5)")
+    g.add_argument("--kd_temperature", type=float,
+                   help="with --teacher: softmax temperature T of the KD term (scaled by T^2); > 0 (default 2.0)")
+    g.add_argument("--teacher_cache_dir",
+                   help="with --teacher: where computed teacher logits are cached (default: --cache_dir; "
+                        "neither: computed in memory every run)")
+
     # Test/debug hooks, hidden from --help: simulate a kill after N steps; poison the loss at step N.
     p.add_argument("--stop_after_steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--debug_nan_at_step", type=int, help=argparse.SUPPRESS)
@@ -171,6 +196,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if pre.config:
         parser.set_defaults(**load_config(pre.config, parser))
     return parser.parse_args(argv)
+
+
+KD_ALPHA_DEFAULT = 0.5
+KD_TEMPERATURE_DEFAULT = 2.0
+
+
+def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
+    """--teacher and its --kd_* flags; fills in the KD defaults when a teacher is given."""
+    from squad_qa.distill import TeacherCacheError, read_teacher_metadata
+
+    if args.teacher is None:
+        for flag in ("kd_alpha", "kd_temperature", "teacher_cache_dir"):
+            if getattr(args, flag) is not None:
+                errors.append(f"--{flag} needs --teacher")
+        return
+    if args.kd_alpha is None:
+        args.kd_alpha = KD_ALPHA_DEFAULT
+    if args.kd_temperature is None:
+        args.kd_temperature = KD_TEMPERATURE_DEFAULT
+    if not 0.0 <= args.kd_alpha <= 1.0:
+        errors.append(f"--kd_alpha must be in [0, 1], got {args.kd_alpha}")
+    if not args.kd_temperature > 0:
+        errors.append(f"--kd_temperature must be > 0, got {args.kd_temperature}")
+    if not args.do_train:
+        errors.append("--teacher needs --do_train")
+    teacher = Path(args.teacher)
+    if teacher.is_dir():
+        try:
+            check_qa_checkpoint(teacher, hint=False)
+        except CheckpointError as e:
+            errors.append(f"--teacher {teacher}: not a fine-tuned QA model folder: {e}")
+            return
+        try:
+            config = json.loads((teacher / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        max_pos = config.get("max_position_embeddings") if isinstance(config, dict) else None
+        if max_pos is not None and args.max_seq_length > max_pos:
+            errors.append(f"--max_seq_length {args.max_seq_length} exceeds the teacher's max_position_embeddings "
+                          f"{max_pos}")
+        if args.teacher_cache_dir is not None and Path(args.teacher_cache_dir).exists() \
+                and not Path(args.teacher_cache_dir).is_dir():
+            errors.append(f"--teacher_cache_dir {args.teacher_cache_dir} exists and is not a folder")
+    elif teacher.is_file():
+        try:
+            meta = read_teacher_metadata(teacher)
+        except TeacherCacheError as e:
+            errors.append(f"--teacher {teacher}: neither a QA model folder nor a teacher-logits file: {e}")
+            return
+        if meta.get("max_seq_length") != args.max_seq_length:
+            errors.append(f"--teacher {teacher}: its logits are {meta.get('max_seq_length')} positions wide, "
+                          f"--max_seq_length is {args.max_seq_length}")
+        if args.teacher_cache_dir is not None:
+            errors.append("--teacher_cache_dir applies to a teacher model folder, not to a teacher-logits file")
+    else:
+        errors.append(f"--teacher {teacher}: no such file or folder (a QA model folder or a teacher-logits "
+                      ".safetensors file)")
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -252,6 +334,9 @@ def validate_args(args: argparse.Namespace) -> None:
     else:
         need(0 < args.llrd_decay <= 1, "--llrd_decay must be in (0, 1]")
         need(args.llrd_groups is None or args.llrd_groups >= 1, "--llrd_groups must be >= 1")
+
+    # distillation
+    _validate_teacher(args, errors)
 
     # training-only flags without --do_train
     if not args.do_train:

@@ -35,6 +35,15 @@ R-Drop (``rdrop_alpha``)
     logits split with ``.chunk(2)``), as the R-Drop authors do: dropout masks differ per row, and
     one forward of 2B rows uses the accelerator better than two of B.
 
+Knowledge distillation (``--teacher``, ``kd_alpha α``, ``kd_temperature T``)
+    A teacher's start/end logits on the same windows give soft targets; :func:`kd_span_loss` is the mean
+    over start and end of ``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, both softmaxes over the
+    valid positions only (the same ``valid_mask`` as the hard loss; masked positions get probability 0 on
+    both sides), in float32, averaged over the batch. ``T²`` keeps the gradient scale independent of ``T``
+    (Hinton et al.). The training loss is ``α · KD + (1 − α) · hard`` where ``hard`` is the span loss
+    (label-smoothed if asked). With R-Drop the KD term is averaged over the two dropout passes and the hard
+    part is the whole R-Drop loss (CE of both passes + its KL): ``α · ½ (KD(a) + KD(b)) + (1 − α) · rdrop``.
+
 Targets
     A target outside ``[0, T)`` is a bug upstream (features / dynamic padding), so we raise a
     ``ValueError`` naming the row and value instead of BERT's silent clamp to ``ignore_index``.
@@ -51,7 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["span_valid_mask", "span_loss", "rdrop_kl", "rdrop_span_loss"]
+__all__ = ["span_valid_mask", "span_loss", "rdrop_kl", "rdrop_span_loss", "kd_span_loss"]
 
 
 def span_valid_mask(p_mask: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -223,6 +232,50 @@ def rdrop_span_loss(
     return ce + alpha * kl
 
 
+def _kd_kl(student: torch.Tensor, teacher: torch.Tensor, valid_mask: torch.Tensor | None,
+           temperature: float) -> torch.Tensor:
+    s = student.float() / temperature
+    t = teacher.float() / temperature
+    if valid_mask is not None:
+        fill = torch.finfo(torch.float32).min  # finite: 0 * (log p - log q) stays 0, never nan (see rdrop_kl)
+        s = s.masked_fill(~valid_mask, fill)
+        t = t.masked_fill(~valid_mask, fill)
+    logp_s = F.log_softmax(s, dim=-1)
+    logp_t = F.log_softmax(t, dim=-1)
+    per_pos = logp_t.exp() * (logp_t - logp_s)
+    if valid_mask is not None:
+        per_pos = torch.where(valid_mask, per_pos, torch.zeros_like(per_pos))
+    return per_pos.sum(dim=-1).mean()
+
+
+def kd_span_loss(
+    student_start: torch.Tensor,
+    student_end: torch.Tensor,
+    teacher_start: torch.Tensor,
+    teacher_end: torch.Tensor,
+    valid_mask: torch.Tensor | None = None,
+    temperature: float = 2.0,
+) -> torch.Tensor:
+    """``T² · ½ (KL(P_t^start ‖ P_s^start) + KL(P_t^end ‖ P_s^end))`` over the valid positions, batch mean.
+
+    ``P = softmax(logits / T)`` over the positions where ``valid_mask`` is True (all ``T`` positions when it
+    is None); masked positions get probability 0 for both teacher and student, so their logits never
+    matter. Float32 whatever the input dtype. The teacher side carries no gradient if the teacher logits
+    do not (cached logits never do).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    for name, a, b in (("start", student_start, teacher_start), ("end", student_end, teacher_end)):
+        if a.shape != b.shape or a.dim() != 2:
+            raise ValueError(f"kd_span_loss: student and teacher {name} logits must be equal [batch, seq_len], "
+                             f"got {tuple(a.shape)} and {tuple(b.shape)}")
+        if valid_mask is not None and valid_mask.shape != a.shape:
+            raise ValueError(f"valid_mask shape {tuple(valid_mask.shape)} != {name} logits shape {tuple(a.shape)}")
+    kl = 0.5 * (_kd_kl(student_start, teacher_start, valid_mask, temperature)
+                + _kd_kl(student_end, teacher_end, valid_mask, temperature))
+    return (temperature ** 2) * kl
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The training loss of a batch: model forward (autocast) -> float32 logits -> span loss (+ R-Drop)
 
@@ -241,14 +294,25 @@ def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace
     # The loss in float32 whatever the autocast dtype: log-softmax over up to 384 logits wants the range.
     start, end = out.start_logits.float(), out.end_logits.float()
     sp, ep = batch["start_positions"], batch["end_positions"]
+    kd = "teacher_start" in batch  # --teacher: the batch carries the teacher's logits (distill.py)
     if not rdrop:
         # check_targets=False: the targets were checked once on the host (check_train_targets); checking them here
         # would wait for the device on every micro-batch.
-        return span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing,
+        hard = span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing,
                          check_targets=False)
+        if not kd:
+            return hard
+        soft = kd_span_loss(start, end, batch["teacher_start"], batch["teacher_end"], valid, args.kd_temperature)
+        return args.kd_alpha * soft + (1.0 - args.kd_alpha) * hard
     (s1, s2), (e1, e2) = start.chunk(2), end.chunk(2)
-    return rdrop_span_loss(s1, e1, s2, e2, sp, ep, valid_mask=valid, alpha=args.rdrop_alpha,
+    hard = rdrop_span_loss(s1, e1, s2, e2, sp, ep, valid_mask=valid, alpha=args.rdrop_alpha,
                            label_smoothing=args.label_smoothing, check_targets=False)
+    if not kd:
+        return hard
+    ts, te = batch["teacher_start"], batch["teacher_end"]
+    soft = 0.5 * (kd_span_loss(s1, e1, ts, te, valid, args.kd_temperature)
+                  + kd_span_loss(s2, e2, ts, te, valid, args.kd_temperature))
+    return args.kd_alpha * soft + (1.0 - args.kd_alpha) * hard
 
 
 def check_train_targets(features) -> None:
