@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from squad_qa.features import WindowConfig  # noqa: E402  (light: numpy and tokenizers, no torch)
+from squad_qa.windows import WindowConfig  # noqa: E402  (light: no torch)
 
 SHARED = REPO.parent / "shared" / "squad"
 DATASETS = {"dev": (SHARED / "dev-v1.1.json.gz", False), "train": (SHARED / "train-v1.1.json.gz", True)}

@@ -25,7 +25,8 @@ import numpy as np
 
 from squad_qa import default_base_model_path
 from squad_qa.data import read_squad_examples
-from squad_qa.features import WindowConfig, convert_examples_to_features
+from squad_qa.features import convert_examples_to_features
+from squad_qa.windows import WindowConfig
 from squad_qa.postprocess import PostprocessResult, postprocess_predictions
 
 from reference_postprocess import reference_postprocess  # benchmarks/ is this script's folder

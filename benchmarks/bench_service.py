@@ -57,7 +57,7 @@ from pathlib import Path
 import httpx  # start-up polling only
 
 from service.app import ServiceSettings  # the service's defaults
-from squad_qa.features import context_room
+from squad_qa.windows import context_room
 from squad_qa.speed import DTYPE_CHOICES
 from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
 from squad_qa.run_record import read_run_record, write_run_record

@@ -2,8 +2,9 @@
 
 Data flow, one module per stage (README.md's "Data flow" table says the same):
     data.py          SQuAD JSON             -> SquadExample
-    features.py      SquadExample           -> doc-stride windows (WindowConfig: 384 / 128 / 64), framed
-                                               by the tokenizer's own special tokens (BERT, MPNet, ...)
+    windows.py       the window geometry (WindowConfig: 384 / 128 / 64) and its checks
+    features.py      SquadExample           -> doc-stride windows, framed by the tokenizer's own special
+                                               tokens (BERT, MPNet, ...)
     feature_store.py the windows as columns (SquadFeatures) and their .npz cache
     batching.py      windows                -> padded / packed batches -> logits (predict_logits)
     train.py         batches                -> a fine-tuned model (config, runtime, losses, adversarial,
@@ -14,6 +15,7 @@ Data flow, one module per stage (README.md's "Data flow" table says the same):
     inference.py     (question, context)    -> answers: QAReader for predict.py and the service
     ensemble.py      several models' raw logits averaged per window; saved logits (a teacher file)
     speed.py         inference dtype, int8, torch.compile, packing (packing.py)
+    teacher.py       the distillation teacher (all-mpnet-base-v2) offline from its PyPI parts
 """
 
 from pathlib import Path

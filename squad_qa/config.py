@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from squad_qa.checkpoint import CHECKPOINT_PREFIX, find_latest_checkpoint
-from squad_qa.features import WindowConfig
+from squad_qa.windows import WindowConfig
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.optim import SCHEDULER_CHOICES
 from squad_qa.runtime import use_cuda

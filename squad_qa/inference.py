@@ -41,7 +41,8 @@ from squad_qa.batching import model_input_names, predict_logits
 from squad_qa.data import make_example
 from squad_qa.ensemble import ModelEnsemble, check_compatible
 from squad_qa.feature_store import SquadFeatures
-from squad_qa.features import WindowConfig, convert_examples_to_features, special_layout, windows_needed
+from squad_qa.features import convert_examples_to_features, special_layout, windows_needed
+from squad_qa.windows import WindowConfig
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
 from squad_qa.postprocess import postprocess_predictions
 from squad_qa.run_record import read_run_record, run_args

@@ -282,7 +282,7 @@ def kd_span_loss(
 
 def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace,
                  amp: contextlib.AbstractContextManager) -> torch.Tensor:
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}  # MPNet: no types
     valid = batch.get("valid_mask")
     rdrop = args.rdrop_alpha > 0
     if rdrop:

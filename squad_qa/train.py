@@ -61,7 +61,7 @@ from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.distill import TeacherCacheError, teacher_logits_for_training
 from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
 from squad_qa.features import convert_examples_to_features
-from squad_qa.batching import LengthGroupedBatchSampler, collate
+from squad_qa.batching import LengthGroupedBatchSampler, collate, model_input_names
 from squad_qa.model_dir import CheckpointError, load_qa_model
 from squad_qa.run_record import read_run_record, write_run_record
 from squad_qa.losses import check_train_targets, compute_loss
@@ -115,6 +115,7 @@ class Trainer:
     state: TrainState = field(default_factory=TrainState)
     steps_per_epoch: int = 0
     pad_multiple: int = 1
+    input_names: tuple[str, ...] = ()  # the window inputs the model's forward takes
     log: MetricsLog | None = None
     teacher_logits: Any = None  # distill.TeacherLogits (--teacher): rows gathered per batch by feature index
     _interval: Any = None  # Interval: the loop's device-side accumulators between check points
@@ -123,6 +124,7 @@ class Trainer:
     def setup(self) -> None:
         args, rt = self.args, self.rt
         self.pad_multiple = 8 if rt.device.type == "cuda" else 1
+        self.input_names = model_input_names(self.model)  # e.g. no token_type_ids for MPNet
         check_train_targets(self.train_features)
         self.sampler = LengthGroupedBatchSampler(
             self.train_features.seq_len, args.per_device_train_batch_size, seed=args.seed,
@@ -228,7 +230,8 @@ class Trainer:
         loss_sum = torch.zeros((), device=rt.device)
         samples = tokens = 0
         for j, idx in enumerate(micro_batches):
-            batch = collate(self.train_features, idx, pad_multiple=self.pad_multiple, with_valid_mask=need_mask)
+            batch = collate(self.train_features, idx, pad_multiple=self.pad_multiple, with_valid_mask=need_mask,
+                            input_names=self.input_names)
             if kd:  # the teacher's logits of these windows, cut to the batch's width (host-side, no sync)
                 batch["teacher_start"], batch["teacher_end"] = self.teacher_logits.gather(
                     idx, batch["input_ids"].shape[1])

@@ -8,7 +8,8 @@ from squad_qa import default_base_model_path
 from squad_qa import features as F
 from squad_qa.data import make_example, read_squad_examples
 from squad_qa.feature_store import SquadFeatures
-from squad_qa.features import convert_examples_to_features, validate_feature_params
+from squad_qa.features import convert_examples_to_features
+from squad_qa.windows import validate_feature_params
 
 
 @pytest.fixture(scope="module")
