@@ -171,6 +171,24 @@ def span_loss(
     return (start_loss + end_loss) / 2
 
 
+def _masked_log_softmax(logits: torch.Tensor, valid_mask: torch.Tensor | None) -> torch.Tensor:
+    """log-softmax over each row's valid positions (all of them when ``valid_mask`` is None).
+
+    A finite fill (not -inf) keeps log p finite at masked positions, so 0 * (log p - log q) is 0 rather
+    than nan, in the forward and in the backward; ``_sum_valid`` then drops those positions exactly.
+    """
+    if valid_mask is not None:
+        logits = logits.masked_fill(~valid_mask, torch.finfo(logits.dtype).min)
+    return F.log_softmax(logits, dim=-1)
+
+
+def _sum_valid(per_pos: torch.Tensor, valid_mask: torch.Tensor | None) -> torch.Tensor:
+    """Sum over the valid positions of each row, mean over the batch."""
+    if valid_mask is not None:
+        per_pos = torch.where(valid_mask, per_pos, torch.zeros_like(per_pos))
+    return per_pos.sum(dim=-1).mean()
+
+
 def rdrop_kl(
     logits_a: torch.Tensor,
     logits_b: torch.Tensor,
@@ -187,25 +205,12 @@ def rdrop_kl(
             f"rdrop_kl needs two [batch, seq_len] logits of equal shape, got "
             f"{tuple(logits_a.shape)} and {tuple(logits_b.shape)}"
         )
-    a = logits_a.float()
-    b = logits_b.float()
-    if valid_mask is not None:
-        if valid_mask.shape != a.shape:
-            raise ValueError(f"valid_mask shape {tuple(valid_mask.shape)} != logits shape {tuple(a.shape)}")
-        # A finite fill (not -inf) keeps log p finite at masked positions, so 0 * (log p - log q)
-        # is 0 rather than nan, in the forward and in the backward.
-        fill = torch.finfo(torch.float32).min
-        a = a.masked_fill(~valid_mask, fill)
-        b = b.masked_fill(~valid_mask, fill)
-    logp_a = F.log_softmax(a, dim=-1)
-    logp_b = F.log_softmax(b, dim=-1)
-    p_a = logp_a.exp()
-    p_b = logp_b.exp()
+    if valid_mask is not None and valid_mask.shape != logits_a.shape:
+        raise ValueError(f"valid_mask shape {tuple(valid_mask.shape)} != logits shape {tuple(logits_a.shape)}")
+    logp_a = _masked_log_softmax(logits_a.float(), valid_mask)
+    logp_b = _masked_log_softmax(logits_b.float(), valid_mask)
     # (p_a - p_b)(log p_a - log p_b) = p_a log(p_a/p_b) + p_b log(p_b/p_a): both KLs in one term.
-    per_pos = (p_a - p_b) * (logp_a - logp_b)
-    if valid_mask is not None:
-        per_pos = torch.where(valid_mask, per_pos, torch.zeros_like(per_pos))
-    return 0.5 * per_pos.sum(dim=-1).mean()
+    return 0.5 * _sum_valid(((logp_a.exp() - logp_b.exp()) * (logp_a - logp_b)), valid_mask)
 
 
 def rdrop_span_loss(
@@ -234,18 +239,9 @@ def rdrop_span_loss(
 
 def _kd_kl(student: torch.Tensor, teacher: torch.Tensor, valid_mask: torch.Tensor | None,
            temperature: float) -> torch.Tensor:
-    s = student.float() / temperature
-    t = teacher.float() / temperature
-    if valid_mask is not None:
-        fill = torch.finfo(torch.float32).min  # finite: 0 * (log p - log q) stays 0, never nan (see rdrop_kl)
-        s = s.masked_fill(~valid_mask, fill)
-        t = t.masked_fill(~valid_mask, fill)
-    logp_s = F.log_softmax(s, dim=-1)
-    logp_t = F.log_softmax(t, dim=-1)
-    per_pos = logp_t.exp() * (logp_t - logp_s)
-    if valid_mask is not None:
-        per_pos = torch.where(valid_mask, per_pos, torch.zeros_like(per_pos))
-    return per_pos.sum(dim=-1).mean()
+    logp_s = _masked_log_softmax(student.float() / temperature, valid_mask)
+    logp_t = _masked_log_softmax(teacher.float() / temperature, valid_mask)
+    return _sum_valid(logp_t.exp() * (logp_t - logp_s), valid_mask)
 
 
 def kd_span_loss(
