@@ -34,7 +34,8 @@ def model_input_names(model) -> tuple[str, ...]:
     """The window inputs (of ``WINDOW_INPUTS``) that ``model``'s forward takes by name.
 
     BERT takes all three; MPNet / DistilBERT-style models have no ``token_type_ids`` (their forward
-    would reject it, or swallow it in ``**kwargs``), so it is not passed to them. Looks through
+    would reject it, or swallow it in ``**kwargs``), and models with ``type_vocab_size <= 1`` have one
+    token type only, so it is not passed to them. Looks through
     torch.compile / DDP wrappers; an ensemble (squad_qa/ensemble.py) needs what any member takes.
     Call it once per model and hand the result to ``collate(..., input_names=)`` for every batch.
     """
@@ -50,7 +51,11 @@ def model_input_names(model) -> tuple[str, ...]:
         return WINDOW_INPUTS
     if not any(n in params for n in WINDOW_INPUTS):  # forward(*args, **kwargs): cannot tell
         return WINDOW_INPUTS
-    return tuple(n for n in WINDOW_INPUTS if n in params)
+    # A model with a single token type (RoBERTa-style, type_vocab_size 1) takes the argument but could not
+    # embed BERT windows' type 1 on the context: give it none (its default is all zeros).
+    type_vocab_size = getattr(getattr(model, "config", None), "type_vocab_size", None)
+    single_type = type_vocab_size is not None and type_vocab_size <= 1
+    return tuple(n for n in WINDOW_INPUTS if n in params and not (single_type and n == "token_type_ids"))
 
 
 def collate(features, idx, pad_to: int | None = None, pad_multiple: int = 1, with_targets: bool = True,

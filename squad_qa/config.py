@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from squad_qa.checkpoint import CHECKPOINT_PREFIX, find_latest_checkpoint
-from squad_qa.windows import WindowConfig
+from squad_qa.distill import TeacherCacheError, read_teacher_metadata
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.optim import SCHEDULER_CHOICES
 from squad_qa.runtime import use_cuda
+from squad_qa.windows import WindowConfig
 
 try:  # optional: YAML experiment files (JSON needs nothing); the GPU machine's image may lack it
     import yaml
@@ -204,8 +205,6 @@ KD_TEMPERATURE_DEFAULT = 2.0
 
 def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
     """--teacher and its --kd_* flags; fills in the KD defaults when a teacher is given."""
-    from squad_qa.distill import TeacherCacheError, read_teacher_metadata
-
     if args.teacher is None:
         for flag in ("kd_alpha", "kd_temperature", "teacher_cache_dir"):
             if getattr(args, flag) is not None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -58,7 +57,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from squad_qa.batching import collate, length_batches
+from transformers import AutoTokenizer
+
+from squad_qa.batching import collate, length_batches, model_input_names
+from squad_qa.checkpoint import file_sha256
+from squad_qa.feature_store import cache_key
+from squad_qa.model_dir import load_qa_model, weight_files
+from squad_qa.runtime import autocast_context, main_process_first
 
 logger = logging.getLogger(__name__)
 
@@ -80,25 +85,15 @@ class TeacherCacheError(ValueError):
 # identity of a teacher
 
 
-def _weight_files(teacher_dir: Path) -> list[Path]:
-    single = teacher_dir / "model.safetensors"
-    if single.is_file():
-        return [single]
-    index = teacher_dir / "model.safetensors.index.json"
-    if index.is_file():
-        return [teacher_dir / s for s in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    raise TeacherCacheError(f"--teacher {teacher_dir}: no model.safetensors")
-
-
 def teacher_fingerprint(teacher_dir: str | Path) -> dict[str, str]:
-    """``{"path", "weights_sha256"}``: the sha256 over the teacher's safetensors file(s), in order."""
+    """``{"path", "weights_sha256"}``: the teacher's safetensors file(s) hashed (one file: its own sha256)."""
     teacher_dir = Path(teacher_dir)
-    h = hashlib.sha256()
-    for f in _weight_files(teacher_dir):
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return {"path": str(teacher_dir.resolve()), "weights_sha256": h.hexdigest()}
+    files = weight_files(teacher_dir)
+    if not files:
+        raise TeacherCacheError(f"--teacher {teacher_dir}: no model.safetensors")
+    digests = [file_sha256(f) for f in files]
+    combined = digests[0] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    return {"path": str(teacher_dir.resolve()), "weights_sha256": combined}
 
 
 def teacher_cache_path(cache_dir: str | Path, features_key: str, fingerprint: dict[str, str]) -> Path:
@@ -177,13 +172,6 @@ def map_student_ids(input_ids: np.ndarray, student_tokenizer, teacher_tokenizer,
     return lut[inverse].reshape(ids.shape), n_unk
 
 
-def _takes_token_type_ids(model) -> bool:
-    if "token_type_ids" not in inspect.signature(model.forward).parameters:
-        return False
-    tvs = getattr(model.config, "type_vocab_size", None)
-    return tvs is None or tvs > 1
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # computing
 
@@ -199,10 +187,6 @@ def compute_teacher_logits(teacher_dir: str | Path, features, student_tokenizer,
     ``teacher``/``teacher_tokenizer`` may be passed already loaded (tests); else they are read from
     ``teacher_dir`` (a fine-tuned QA model folder with a fast tokenizer).
     """
-    from transformers import AutoTokenizer
-
-    from squad_qa.model_dir import load_qa_model
-
     device = torch.device(device)
     if teacher_tokenizer is None:
         teacher_tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
@@ -213,15 +197,13 @@ def compute_teacher_logits(teacher_dir: str | Path, features, student_tokenizer,
     teacher.eval()
     ids, n_unk = map_student_ids(features.input_ids, student_tokenizer, teacher_tokenizer, missing=missing)
     mapped = replace(features, input_ids=ids)
-    with_types = _takes_token_type_ids(teacher)
+    input_names = model_input_names(teacher)  # MPNet: no token_type_ids
     n, width = len(features), features.max_seq_length
     start = np.zeros((n, width), dtype=np.float16)
     end = np.zeros((n, width), dtype=np.float16)
     for rows in tqdm(length_batches(features.seq_len, batch_size), desc="teacher logits",
                      disable=not show_progress, leave=False):
-        batch = collate(mapped, rows, with_targets=False)
-        if not with_types:
-            batch.pop("token_type_ids")
+        batch = collate(mapped, rows, with_targets=False, input_names=input_names)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with amp if amp is not None else contextlib.nullcontext():
             out = teacher(**batch)
@@ -345,9 +327,6 @@ def teacher_logits_for_training(args: argparse.Namespace, rt, examples, features
 
     Every rank returns the same logits; with a cache folder rank 0 computes and writes, the others wait.
     """
-    from squad_qa.feature_store import cache_key
-    from squad_qa.runtime import autocast_context, main_process_first
-
     features_key = cache_key(examples, tokenizer, args.max_seq_length, args.doc_stride, args.max_query_length,
                              True)
     teacher = Path(args.teacher)

@@ -47,18 +47,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from squad_qa.batching import model_input_names
+from squad_qa.features import special_layout
 
 LOGITS_FORMAT = "squad_qa.logits/1"
 
 
 class EnsembleError(ValueError):
     """Models that cannot be averaged (their windows differ); a one-line message."""
-
-
-def _forward_names(model: torch.nn.Module) -> tuple[str, ...]:
-    from squad_qa.batching import model_input_names
-
-    return model_input_names(model)
 
 
 class ModelEnsemble(torch.nn.Module):
@@ -74,7 +73,7 @@ class ModelEnsemble(torch.nn.Module):
             raise ValueError("an ensemble needs at least one model")
         self.members = torch.nn.ModuleList(members)
         # Which window inputs each member's forward takes: decided once, here, not per batch.
-        self.member_inputs = [_forward_names(m) for m in members]
+        self.member_inputs = [model_input_names(m) for m in members]
 
     @property
     def config(self):
@@ -102,8 +101,6 @@ class ModelEnsemble(torch.nn.Module):
 
 def _tokenizer_parts(tokenizer) -> dict[str, Any]:
     """What decides a window's tokens: vocabulary, normalisation, pre-tokenisation, special layout."""
-    from squad_qa.features import special_layout
-
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
     return {
         "vocabulary": tokenizer.get_vocab(),
@@ -145,8 +142,6 @@ def save_logits(path: str | Path, start_logits: np.ndarray, end_logits: np.ndarr
                 window: Mapping[str, int], models: Sequence[str | Path], qas_ids: Sequence[str] | None = None,
                 predict_file: str | Path | None = None) -> Path:
     """Write the logits of every window (see the module docstring for the layout); returns the path."""
-    from safetensors.numpy import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(features)
@@ -175,8 +170,6 @@ def save_logits(path: str | Path, start_logits: np.ndarray, end_logits: np.ndarr
 
 def load_logits(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The tensors (float16 logits as stored) and metadata of a ``save_logits`` file."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="np") as f:
         metadata = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -104,7 +104,8 @@ def train_hint() -> str:
     return "\n".join(lines)
 
 
-def _weight_files(path: Path) -> list[Path]:
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors weight file(s) of a model folder, in shard order ([] when there are none)."""
     single = path / "model.safetensors"
     if single.is_file():
         return [single]
@@ -128,7 +129,7 @@ def missing_qa_head_keys(path: str | Path) -> list[str]:
     or one of them is damaged.
     """
     path = Path(path)
-    files = _weight_files(path)
+    files = weight_files(path)
     if not files:
         raise CheckpointError(f"{path} has no model.safetensors (pickled .bin weights are never loaded)")
     keys: set[str] = set()
@@ -156,7 +157,7 @@ def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
     config = path / "config.json"
     if not config.is_file():
         raise CheckpointError(f"{path} has no config.json, so it is not a saved model", hint=hint)
-    files = _weight_files(path)
+    files = weight_files(path)
     if not files:
         raise CheckpointError(f"{path} has no model.safetensors (pickled .bin weights are never loaded)", hint=hint)
     try:  # SHA256SUMS (the shipped model has one, written by scripts/export_fp16.py)
