@@ -208,23 +208,21 @@ class QAReader:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(device)
-        if quantize is not None:
-            model = quantize_model(model, quantize, device)
-            kwargs["quantized"] = quantize
-            if dtype == "auto":
-                dtype = "float32"
         # The geometry the model was trained with (its run record), unless the caller names another.
         window = WindowConfig.from_record(record, max_seq_length=max_seq_length, doc_stride=doc_stride,
                                           max_query_length=max_query_length)
-        reader = cls(
-            model,
-            tokenizer,
-            model_dir=path,
-            **window.to_dict(),
-            record=record,
-            dtype=dtype or "float32",
-            **kwargs,
-        )
+        return cls._build(model, tokenizer, device=device, quantize=quantize, dtype=dtype, compile=compile,
+                          model_dir=path, record=record, **window.to_dict(), **kwargs)
+
+    @classmethod
+    def _build(cls, model, tokenizer, *, device, quantize, dtype, compile, **reader_kwargs: Any) -> "QAReader":
+        """The reader over a loaded model: int8 first, then the reader, the dtype cast, and compilation."""
+        if quantize is not None:
+            model = quantize_model(model, quantize, device)
+            reader_kwargs["quantized"] = quantize
+            if dtype == "auto":
+                dtype = "float32"
+        reader = cls(model, tokenizer, dtype=dtype or "float32", **reader_kwargs)
         if reader.dtype != torch.float32:  # our own fresh copy of the weights: cast once, not per call
             prepare_for_autocast(reader.model, reader.dtype)
         if compile:  # after the casts: freezing bakes the weights in as they are now
@@ -243,28 +241,10 @@ class QAReader:
         for other in members[1:]:
             check_compatible(first, other)
         model = ModelEnsemble([m.model for m in members])
-        if quantize is not None:
-            model = quantize_model(model, quantize, first.device)
-            kwargs["quantized"] = quantize
-            if dtype == "auto":
-                dtype = "float32"
-        reader = cls(
-            model,
-            first.tokenizer,
-            model_dir=first.model_dir,
-            model_dirs=[m.model_dir for m in members],
-            max_seq_length=first.max_seq_length,
-            doc_stride=first.doc_stride,
-            max_query_length=first.max_query_length,
-            record=first.record,
-            dtype=dtype or "float32",
-            **kwargs,
-        )
-        if reader.dtype != torch.float32:
-            prepare_for_autocast(reader.model, reader.dtype)
-        if compile:
-            reader.compile()
-        return reader
+        return cls._build(model, first.tokenizer, device=first.device, quantize=quantize, dtype=dtype,
+                          compile=compile, model_dir=first.model_dir, model_dirs=[m.model_dir for m in members],
+                          max_seq_length=first.max_seq_length, doc_stride=first.doc_stride,
+                          max_query_length=first.max_query_length, record=first.record, **kwargs)
 
     def compile(self) -> "QAReader":
         """Run the forward pass through torch.compile (``compile_for_inference``) from now on, and
