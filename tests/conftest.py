@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,22 @@ def live_server(tiny_qa_checkpoint):
     app = create_app(tiny_qa_checkpoint)
     with running_server(app) as base_url:
         yield base_url, app
+
+
+def torchrun_train(train_args: list[str], nproc: int = 2, timeout: float = 240) -> str:
+    """scripts/train_squad.py under ``torchrun --standalone`` on CPU; returns the log, fails the test on a
+    non-zero exit or a timeout (the workers run in their own process group, so a timeout kills them too)."""
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(repo / "scripts" / "train_squad.py"), *train_args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail("torchrun timed out:\n" + log[-4000:])
+    assert proc.returncode == 0, log[-4000:]
+    return log

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import squad_qa
+from conftest import torchrun_train
 from squad_qa.batching import predict_logits
 from squad_qa.data import read_squad_examples
 from squad_qa.distill import (TeacherCacheError, compute_teacher_logits, load_teacher_logits, map_student_ids,
@@ -413,27 +414,9 @@ def test_killed_kd_run_resumes_to_the_same_weights(tiny_qa_checkpoint, mpnet_tea
 
 
 def test_torchrun_two_processes_share_one_teacher_cache(tiny_qa_checkpoint, mpnet_teacher, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
     out, cache = tmp_path / "ddp", tmp_path / "cache"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(repo / "scripts" / "train_squad.py"),
-           *_run_args(tiny_qa_checkpoint, out, "--max_steps", "2", "--teacher", str(mpnet_teacher),
-                      "--cache_dir", str(cache))]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail("torchrun timed out:\n" + log[-4000:])
-    assert proc.returncode == 0, log[-4000:]
+    log = torchrun_train(_run_args(tiny_qa_checkpoint, out, "--max_steps", "2", "--teacher", str(mpnet_teacher),
+                                   "--cache_dir", str(cache)))
     assert "world size 2" in log
     assert log.count("teacher logits: running") == 1  # rank 0 (rank 1 logs warnings only)
     assert len(list(cache.glob("teacher-logits-*.safetensors"))) == 1

@@ -9,16 +9,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun_train
 from safetensors.torch import load_file
 
 from squad_qa.config import parse_args
@@ -451,21 +449,8 @@ def test_absurd_learning_rate_is_caught(tiny_qa_checkpoint, tmp_path, caplog):
 
 def test_torchrun_two_processes_train_and_evaluate(tiny_qa_checkpoint, tmp_path):
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "scripts" / "train_squad.py"),
-           *run_args(tiny_qa_checkpoint, out, "--max_steps", "3", "--save_steps", "3", "--predict_file",
-                     str(FIXTURE), "--do_eval")]
-    # own process group: on a timeout the workers go too, not just the launcher
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail("torchrun timed out:\n" + log[-4000:])
-    assert proc.returncode == 0, log[-4000:]
+    log = torchrun_train(run_args(tiny_qa_checkpoint, out, "--max_steps", "3", "--save_steps", "3", "--predict_file",
+                                  str(FIXTURE), "--do_eval"))
     assert "world size 2" in log
     results = json.loads((out / "eval_results.json").read_text())
     assert results["num_questions"] == 36 and 0.0 <= results["f1"] <= 100.0
