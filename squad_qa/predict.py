@@ -11,8 +11,8 @@ Ensembles: --model A --model B ... averages the members' raw start/end logits pe
 decoding (squad_qa/ensemble.py); models whose windows differ (tokenizer or window geometry) are
 refused with a one-line error and exit status 2. One --model behaves exactly as before.
 --save_logits FILE also writes the (averaged) logits of every window, float16 safetensors with the
-window geometry, model folders and window count in its header (layout: squad_qa/ensemble.py), for
-use as a distillation teacher.
+window geometry, model folders and window count in its header (layout: squad_qa/ensemble.py). Not yet
+readable by train.py's --teacher, which takes its own teacher-logits format (squad_qa/distill.py).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_logits", default=None, metavar="FILE",
                    help="also write the (averaged) start/end logits of every window to FILE (safetensors, "
                         "float16, with geometry / model folders / window count in its metadata; layout in "
-                        "squad_qa/ensemble.py): a distillation teacher")
+                        "squad_qa/ensemble.py); not yet a --teacher file for train.py")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                    help="CPU only: dynamic int8 Linear layers (faster, slightly different answers)")
