@@ -1,4 +1,4 @@
-"""Ensembles of QA models that share windows, and the saved-logits file (a distillation teacher).
+"""Ensembles of QA models that share windows, and the saved-logits file (--save_logits; not yet a --teacher file).
 
     ModelEnsemble([m1, m2])                one module: each member's raw start/end logits, averaged
     check_compatible(a, b)                 one-line EnsembleError when two readers' windows differ
