@@ -77,3 +77,15 @@ def torchrun_train(train_args: list[str], nproc: int = 2, timeout: float = 240) 
         pytest.fail("torchrun timed out:\n" + log[-4000:])
     assert proc.returncode == 0, log[-4000:]
     return log
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Training tests: on a shared 2-core machine intra-op threads on tiny matrices mostly wait for each
+    other (measured ~10x slower per step than 1 thread); the loop itself does not depend on it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

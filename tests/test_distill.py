@@ -32,12 +32,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
 SEQ, STRIDE, SAMPLES = 128, 48, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: 1 intra-op thread per module
 
 
 @pytest.fixture(scope="module")

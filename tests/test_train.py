@@ -29,14 +29,7 @@ FIXTURE_V2 = Path(__file__).parent / "fixtures" / "tiny_squad_v2.json"
 CHECKPOINT_0_1 = Path(__file__).parent / "fixtures" / "checkpoint_0_1"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine intra-op threads on these tiny matrices mostly wait for each other
-    # (measured ~10x slower per step than 1 thread); the loop itself does not depend on it.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: 1 intra-op thread per module
 
 
 @pytest.fixture(scope="module")
