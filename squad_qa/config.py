@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from squad_qa.checkpoint import CHECKPOINT_PREFIX, find_latest_checkpoint
-from squad_qa.distill import TeacherCacheError, read_teacher_metadata
+from squad_qa.distill import TEACHER_MODES
+from squad_qa.logits_file import GEOMETRY, LogitsFileError, read_logits_metadata
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.optim import SCHEDULER_CHOICES
 from squad_qa.runtime import use_cuda
@@ -33,7 +34,7 @@ class UsageError(ValueError):
     """Inconsistent flags, missing files, refused combinations: reported before any work is done."""
 
 
-_KD_FLAGS = ("teacher", "kd_alpha", "kd_temperature", "teacher_cache_dir")
+_KD_FLAGS = ("teacher", "kd_alpha", "kd_temperature", "teacher_cache_dir", "teacher_mode")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -131,8 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("distillation (squad_qa/distill.py)")
     g.add_argument("--teacher",
-                   help="knowledge distillation from a fine-tuned QA model folder (its logits on the training "
-                        "windows are computed once and cached) or from a teacher-logits .safetensors file")
+                   help="knowledge distillation from a fine-tuned QA model folder or from a logits file "
+                        "(predict.py --save_logits over the training file, e.g. an ensemble's; or a cache file)")
+    g.add_argument("--teacher_mode", choices=TEACHER_MODES,
+                   help="with a teacher folder: 'cached' (default) computes its logits on the training windows "
+                        "once and caches them; 'live' runs it beside the student on every micro-batch")
     g.add_argument("--kd_alpha", type=float,
                    help="with --teacher: loss = alpha * KD + (1 - alpha) * span loss; in [0, 1] (default 0.5)")
     g.add_argument("--kd_temperature", type=float,
@@ -206,7 +210,7 @@ KD_TEMPERATURE_DEFAULT = 2.0
 def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
     """--teacher and its --kd_* flags; fills in the KD defaults when a teacher is given."""
     if args.teacher is None:
-        for flag in ("kd_alpha", "kd_temperature", "teacher_cache_dir"):
+        for flag in ("kd_alpha", "kd_temperature", "teacher_cache_dir", "teacher_mode"):
             if getattr(args, flag) is not None:
                 errors.append(f"--{flag} needs --teacher")
         return
@@ -214,6 +218,8 @@ def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
         args.kd_alpha = KD_ALPHA_DEFAULT
     if args.kd_temperature is None:
         args.kd_temperature = KD_TEMPERATURE_DEFAULT
+    if args.teacher_mode is None:
+        args.teacher_mode = "cached"
     if not 0.0 <= args.kd_alpha <= 1.0:
         errors.append(f"--kd_alpha must be in [0, 1], got {args.kd_alpha}")
     if not args.kd_temperature > 0:
@@ -235,20 +241,25 @@ def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
         if max_pos is not None and args.max_seq_length > max_pos:
             errors.append(f"--max_seq_length {args.max_seq_length} exceeds the teacher's max_position_embeddings "
                           f"{max_pos}")
+        if args.teacher_mode == "live" and args.teacher_cache_dir is not None:
+            errors.append("--teacher_cache_dir applies to --teacher_mode cached, not live (nothing is cached)")
         if args.teacher_cache_dir is not None and Path(args.teacher_cache_dir).exists() \
                 and not Path(args.teacher_cache_dir).is_dir():
             errors.append(f"--teacher_cache_dir {args.teacher_cache_dir} exists and is not a folder")
     elif teacher.is_file():
         try:
-            meta = read_teacher_metadata(teacher)
-        except TeacherCacheError as e:
-            errors.append(f"--teacher {teacher}: neither a QA model folder nor a teacher-logits file: {e}")
+            meta = read_logits_metadata(teacher)
+        except LogitsFileError as e:
+            errors.append(f"--teacher {teacher}: neither a QA model folder nor a logits file: {e}")
             return
-        if meta.get("max_seq_length") != args.max_seq_length:
-            errors.append(f"--teacher {teacher}: its logits are {meta.get('max_seq_length')} positions wide, "
-                          f"--max_seq_length is {args.max_seq_length}")
+        differ = [f"--{k} {meta.get(k)} there, {getattr(args, k)} here" for k in GEOMETRY
+                  if meta.get(k) != str(getattr(args, k))]
+        if differ:
+            errors.append(f"--teacher {teacher}: its logits are of other windows: " + ", ".join(differ))
         if args.teacher_cache_dir is not None:
-            errors.append("--teacher_cache_dir applies to a teacher model folder, not to a teacher-logits file")
+            errors.append("--teacher_cache_dir applies to a teacher model folder, not to a logits file")
+        if args.teacher_mode == "live":
+            errors.append("--teacher_mode live needs a teacher model folder, not a logits file")
     else:
         errors.append(f"--teacher {teacher}: no such file or folder (a QA model folder or a teacher-logits "
                       ".safetensors file)")

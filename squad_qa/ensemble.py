@@ -1,9 +1,7 @@
-"""Ensembles of QA models that share windows, and the saved-logits file (--save_logits; not yet a --teacher file).
+"""Ensembles of QA models that share windows: their raw logits averaged per window.
 
     ModelEnsemble([m1, m2])                one module: each member's raw start/end logits, averaged
     check_compatible(a, b)                 one-line EnsembleError when two readers' windows differ
-    save_logits(path, start, end, ...)     the (averaged) logits of every window, safetensors float16
-    load_logits(path)                      (tensors, metadata) back from such a file
 
 An ensemble averages RAW logits (the start/end scores before any softmax), window by window and
 position by position, and the averaged logits are decoded as one model's would be
@@ -13,47 +11,21 @@ geometry (max_seq_length / doc_stride / max_query_length). ``check_compatible`` 
 else, naming both folders and what differs. Members may be of different architectures (e.g. a
 BERT and an MPNet model over the same vocabulary): each gets only the inputs its forward accepts.
 
-Saved-logits file (``predict.py --save_logits FILE``; ``save_logits``), a safetensors file:
-
-    tensors
-        start_logits    float16 [N, L]   the (averaged) start logits of window n at position p
-        end_logits      float16 [N, L]   the same for the end
-        seq_len         int32   [N]      real tokens of each window (columns >= seq_len are 0, unused)
-        example_index   int32   [N]      the window's question: its index in the predicted examples
-        doc_span_index  int32   [N]      the window's number within its question's windows
-    metadata (safetensors' string -> string header)
-        format          "squad_qa.logits/1"
-        windows         N, as a decimal string
-        max_seq_length, doc_stride, max_query_length    the window geometry (decimal strings)
-        models          JSON list of the model folders whose logits were averaged (one: no ensemble)
-        averaging       "mean of raw logits"
-        qas_ids         JSON list: the question id of each example_index
-        predict_file    the SQuAD file the windows were cut from (when known)
-
-N windows in the order features.convert_examples_to_features builds them for those examples with
-that geometry and tokenizer (question after question, each question's windows in order), L =
-max_seq_length. The windows do not depend on is_training, so a training run that cuts the same
-file with the same tokenizer and geometry gets the same windows in the same order; a teacher
-reader should check windows / geometry / seq_len / qas_ids against its own features before use.
+The logits of every window (``predict.py --save_logits FILE``) go to a logits file (logits_file.py),
+the format train.py's ``--teacher FILE`` reads: an ensemble's averaged logits can be a teacher.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.numpy import save_file
 
 from squad_qa.batching import model_input_names
 from squad_qa.features import special_layout
-
-LOGITS_FORMAT = "squad_qa.logits/1"
 
 
 class EnsembleError(ValueError):
@@ -133,46 +105,3 @@ def check_compatible(first, second) -> None:
                 detail = f" ({pa[what]} vs {pb[what]})"
             raise EnsembleError(f"cannot ensemble {a} and {b}: their tokenizers differ in the {what}{detail}, "
                                 f"so their windows and logits do not line up")
-
-
-# ------------------------------------------------------------------------------ saved logits
-
-
-def save_logits(path: str | Path, start_logits: np.ndarray, end_logits: np.ndarray, features, *,
-                window: Mapping[str, int], models: Sequence[str | Path], qas_ids: Sequence[str] | None = None,
-                predict_file: str | Path | None = None) -> Path:
-    """Write the logits of every window (see the module docstring for the layout); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = len(features)
-    if start_logits.shape != end_logits.shape or start_logits.shape[0] != n:
-        raise ValueError(f"logits {start_logits.shape} / {end_logits.shape} do not match {n} windows")
-    tensors = {
-        "start_logits": np.ascontiguousarray(start_logits, dtype=np.float16),
-        "end_logits": np.ascontiguousarray(end_logits, dtype=np.float16),
-        "seq_len": np.ascontiguousarray(features.seq_len, dtype=np.int32),
-        "example_index": np.ascontiguousarray(features.example_index, dtype=np.int32),
-        "doc_span_index": np.ascontiguousarray(features.doc_span_index, dtype=np.int32),
-    }
-    metadata = {
-        "format": LOGITS_FORMAT,
-        "windows": str(n),
-        **{k: str(int(window[k])) for k in ("max_seq_length", "doc_stride", "max_query_length")},
-        "models": json.dumps([str(m) for m in models]),
-        "averaging": "mean of raw logits",
-        "qas_ids": json.dumps(list(qas_ids) if qas_ids is not None else []),
-    }
-    if predict_file is not None:
-        metadata["predict_file"] = str(predict_file)
-    save_file(tensors, str(path), metadata=metadata)
-    return path
-
-
-def load_logits(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The tensors (float16 logits as stored) and metadata of a ``save_logits`` file."""
-    with safe_open(str(path), framework="np") as f:
-        metadata = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    if metadata.get("format") != LOGITS_FORMAT:
-        raise ValueError(f"{path}: not a squad_qa logits file (format {metadata.get('format')!r})")
-    return tensors, metadata

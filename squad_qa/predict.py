@@ -10,9 +10,9 @@ batches and spans as the service. The model is --model, else $SQUAD_QA_MODEL, el
 Ensembles: --model A --model B ... averages the members' raw start/end logits per window before
 decoding (squad_qa/ensemble.py); models whose windows differ (tokenizer or window geometry) are
 refused with a one-line error and exit status 2. One --model behaves exactly as before.
---save_logits FILE also writes the (averaged) logits of every window, float16 safetensors with the
-window geometry, model folders and window count in its header (layout: squad_qa/ensemble.py). Not yet
-readable by train.py's --teacher, which takes its own teacher-logits format (squad_qa/distill.py).
+--save_logits FILE also writes the (averaged) logits of every window to a logits file (float16
+safetensors keyed by question id and window; layout: squad_qa/logits_file.py). Predicted over the
+training file, that file is a teacher: train.py --teacher FILE distils the ensemble into one model.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 
 from squad_qa.data import SquadFormatError, read_squad_examples
-from squad_qa.ensemble import save_logits
 from squad_qa.inference import QAReader
+from squad_qa.logits_file import save_window_logits
 from squad_qa.model_dir import CheckpointError
 from squad_qa.postprocess import postprocess_predictions, write_predictions
 from squad_qa.speed import DTYPE_CHOICES, QUANTIZE_CHOICES
@@ -55,9 +55,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_query_length", type=int, default=None, help="default: the checkpoint's, else 64")
     p.add_argument("--predict_batch_size", type=int, default=64)
     p.add_argument("--save_logits", default=None, metavar="FILE",
-                   help="also write the (averaged) start/end logits of every window to FILE (safetensors, "
-                        "float16, with geometry / model folders / window count in its metadata; layout in "
-                        "squad_qa/ensemble.py); not yet a --teacher file for train.py")
+                   help="also write the (averaged) start/end logits of every window to FILE (float16 "
+                        "safetensors, layout in squad_qa/logits_file.py); over a training file it is a "
+                        "--teacher for train.py")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                    help="CPU only: dynamic int8 Linear layers (faster, slightly different answers)")
@@ -125,11 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     paths = write_predictions(result, args.output_dir)
     if args.save_logits:
-        paths["logits"] = save_logits(
-            args.save_logits, start_logits, end_logits, features,
+        paths["logits"] = save_window_logits(
+            args.save_logits, start_logits, end_logits, features, [ex.qas_id for ex in examples],
             window=dict(max_seq_length=reader.max_seq_length, doc_stride=reader.doc_stride,
                         max_query_length=reader.max_query_length),
-            models=reader.model_dirs, qas_ids=[ex.qas_id for ex in examples], predict_file=args.predict_file)
+            models=reader.model_dirs, squad_file=args.predict_file)
     took = time.perf_counter() - t0
     print(f"{len(examples)} questions, {len(features)} windows, {took:.1f} s "
           f"({len(examples) / max(took, 1e-9):.1f} questions/s) with {' + '.join(map(str, reader.model_dirs))}")

@@ -5,7 +5,7 @@ This module is the ``Trainer`` and ``run``/``main``; each stage it drives has it
     runtime.py     device, ``torchrun`` ranks (DDP), seeds, autocast
     batching.py    length-grouped batches + dynamic padding (a SQuAD window is often far shorter than 384)
     losses.py      forward (autocast) -> span loss (+ label smoothing, R-Drop, KD); adversarial.py: FGM/PGD
-    distill.py     --teacher: the teacher's logits on the training windows, computed once and cached
+    distill.py     --teacher: its logits on the training windows (cached once, or live beside the student)
     averaging.py   EMA / SWA weights; optim.py: AdamW groups, layer-wise decay, schedules, re-init
     checkpoint.py  atomic ``checkpoint-<step>`` dirs: everything needed to resume mid-epoch
     evaluation.py  logits (sharded across DDP ranks) -> postprocess -> official EM/F1
@@ -58,7 +58,7 @@ from squad_qa.checkpoint import (CHECKPOINT_PREFIX, ChecksumError, TrainState, a
                                  load_checkpoint, remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.config import UsageError, parse_args, validate_args
 from squad_qa.data import SquadFormatError, read_squad_examples
-from squad_qa.distill import TeacherCacheError, teacher_logits_for_training
+from squad_qa.distill import TeacherCacheError, teacher_for_training
 from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
 from squad_qa.features import convert_examples_to_features
 from squad_qa.batching import LengthGroupedBatchSampler, collate, model_input_names
@@ -117,7 +117,7 @@ class Trainer:
     pad_multiple: int = 1
     input_names: tuple[str, ...] = ()  # the window inputs the model's forward takes
     log: MetricsLog | None = None
-    teacher_logits: Any = None  # distill.TeacherLogits (--teacher): rows gathered per batch by feature index
+    teacher: Any = None  # distill.CachedTeacher / LiveTeacher (--teacher): (feature rows, width) -> logits
     _interval: Any = None  # Interval: the loop's device-side accumulators between check points
 
     # -- setup ------------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class Trainer:
     def train_step(self, micro_batches: list[np.ndarray]) -> tuple[torch.Tensor, int, int]:
         """Forward/backward over the micro-batches of one optimiser step; returns (summed loss, samples, tokens)."""
         args, rt = self.args, self.rt
-        kd = self.teacher_logits is not None
+        kd = self.teacher is not None
         need_mask = args.label_smoothing > 0 or args.rdrop_alpha > 0 or kd
         n_micro = len(micro_batches)
         loss_sum = torch.zeros((), device=rt.device)
@@ -232,9 +232,8 @@ class Trainer:
         for j, idx in enumerate(micro_batches):
             batch = collate(self.train_features, idx, pad_multiple=self.pad_multiple, with_valid_mask=need_mask,
                             input_names=self.input_names)
-            if kd:  # the teacher's logits of these windows, cut to the batch's width (host-side, no sync)
-                batch["teacher_start"], batch["teacher_end"] = self.teacher_logits.gather(
-                    idx, batch["input_ids"].shape[1])
+            if kd:  # the teacher's logits of these windows at the batch's width (cached: host rows; live: a forward)
+                batch["teacher_start"], batch["teacher_end"] = self.teacher(idx, batch["input_ids"].shape[1])
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
             samples += len(idx)
             tokens += int(self.train_features.seq_len[idx].sum())
@@ -444,8 +443,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                     step_eval = load_eval_data(args, tokenizer, rt, limit)
             trainer = Trainer(args, rt, model, tokenizer, train_features, step_eval, output_dir)
             if args.teacher is not None:
-                trainer.teacher_logits = teacher_logits_for_training(args, rt, train_examples, train_features,
-                                                                     tokenizer)
+                trainer.teacher = teacher_for_training(args, rt, train_examples, train_features, tokenizer)
             trainer.setup()
             if args.resume_from_checkpoint is not None:
                 ckpt = (find_latest_checkpoint(output_dir, verify=True) if args.resume_from_checkpoint == "latest"

@@ -50,6 +50,21 @@ def tiny_qa_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def second_checkpoint(tmp_path_factory, tiny_qa_checkpoint) -> Path:
+    """Another tiny random BERT QA model (other seed, other depth) with the same tokenizer: an ensemble partner."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    out = tmp_path_factory.mktemp("second_checkpoint")
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertForQuestionAnswering(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tiny_qa_checkpoint)).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def live_server(tiny_qa_checkpoint):
     """The real service (uvicorn, HTTP on a free 127.0.0.1 port) around the tiny checkpoint, in a
     background thread. Yields (base_url, app); shut down at the end of the session."""

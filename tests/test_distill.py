@@ -21,9 +21,9 @@ import squad_qa
 from conftest import torchrun_train
 from squad_qa.batching import predict_logits
 from squad_qa.data import read_squad_examples
-from squad_qa.distill import (TeacherCacheError, compute_teacher_logits, load_teacher_logits, map_student_ids,
-                              save_teacher_logits, teacher_fingerprint, TeacherLogits)
-from squad_qa.feature_store import cache_key
+from squad_qa.distill import (CachedTeacher, LiveTeacher, TeacherCacheError, TeacherModel, compute_teacher_logits,
+                              map_student_ids, teacher_fingerprint)
+from squad_qa.logits_file import WindowLogits, load_window_logits
 from squad_qa.features import convert_examples_to_features
 from squad_qa.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss, span_valid_mask
 from squad_qa.train import main
@@ -238,7 +238,7 @@ def test_teacher_logits_line_up_with_the_student_windows(student_tok, train_data
     _, features = train_data
     # BERT teacher, same vocab: what the evaluation path computes for these very windows
     start, end = compute_teacher_logits(bert_teacher, features, student_tok, batch_size=8)
-    assert start.dtype == np.float16 and start.shape == (len(features), SEQ)
+    assert start.dtype == np.float32 and start.shape == (len(features), SEQ)
     model = load_qa_model(bert_teacher)
     ref_s, ref_e = predict_logits(model, features, np.arange(len(features)), 8, torch.device("cpu"))
     valid = np.arange(SEQ)[None, :] < features.seq_len[:, None]
@@ -259,42 +259,6 @@ def test_teacher_logits_line_up_with_the_student_windows(student_tok, train_data
 
 
 # ---------------------------------------------------------------------------------------------------------
-# (3) the cache file
-
-
-def test_cache_round_trip_and_mismatches_are_refused(tmp_path, student_tok, train_data, bert_teacher):
-    examples, features = train_data
-    key = cache_key(examples, student_tok, SEQ, STRIDE, 64, True)
-    rng = np.random.default_rng(0)
-    start = (rng.standard_normal((len(features), SEQ)) * 5).astype(np.float16)
-    end = (rng.standard_normal((len(features), SEQ)) * 5).astype(np.float16)
-    fp = teacher_fingerprint(bert_teacher)
-    assert len(fp["weights_sha256"]) == 64
-    path = save_teacher_logits(tmp_path / "t.safetensors", start, end, {"features_key": key, "teacher": fp})
-    loaded = load_teacher_logits(path)
-    assert loaded.start.dtype == torch.float16
-    assert np.array_equal(loaded.start.numpy(), start) and np.array_equal(loaded.end.numpy(), end)
-    assert loaded.meta["features_key"] == key and loaded.meta["teacher"] == fp
-    assert loaded.meta["num_features"] == len(features) and loaded.meta["max_seq_length"] == SEQ
-    loaded.check(features, key)  # fine
-    gs, ge = loaded.gather([3, 1], 17)
-    assert gs.dtype == torch.float32 and gs.shape == (2, 17)
-    assert torch.equal(gs, torch.from_numpy(start[[3, 1], :17]).float())
-
-    with pytest.raises(TeacherCacheError, match="was made for the features"):
-        loaded.check(features, "0" * 32)
-    short = save_teacher_logits(tmp_path / "s.safetensors", start[:-1], end[:-1], {"features_key": key})
-    with pytest.raises(TeacherCacheError, match=f"has {len(features) - 1} rows, the training features have "
-                                                f"{len(features)}"):
-        load_teacher_logits(short).check(features, key)
-    from safetensors.torch import save_file
-
-    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(TeacherCacheError, match="not teacher logits"):
-        load_teacher_logits(tmp_path / "other.safetensors")
-
-
-# ---------------------------------------------------------------------------------------------------------
 # (2) + (5) training with a teacher, end to end
 
 
@@ -305,7 +269,7 @@ def _run_args(model: Path, out: Path, *extra: str) -> list[str]:
             "--max_train_samples", str(SAMPLES), "--do_train", *extra]
 
 
-def _kl_to_teacher(model_dir: Path, features, logits: TeacherLogits) -> float:
+def _kl_to_teacher(model_dir: Path, features, logits: WindowLogits) -> float:
     from squad_qa.model_dir import load_qa_model
 
     model = load_qa_model(model_dir, trained_head=False)
@@ -324,9 +288,9 @@ def test_student_trained_on_cached_teacher_logits_moves_toward_the_teacher(tiny_
                           "--learning_rate", "5e-3")) == 0
     files = list(cache.glob("teacher-logits-*.safetensors"))
     assert len(files) == 1
-    logits = load_teacher_logits(files[0])
+    logits = load_window_logits(files[0])
     assert len(logits) == len(features)
-    assert logits.meta["teacher"]["weights_sha256"] == teacher_fingerprint(mpnet_teacher)["weights_sha256"]
+    assert json.loads(logits.meta["teacher"])["weights_sha256"] == teacher_fingerprint(mpnet_teacher)["weights_sha256"]
     before = _kl_to_teacher(tiny_qa_checkpoint, features, logits)
     after = _kl_to_teacher(out, features, logits)
     print(f"KL(teacher || student) over the {len(features)} training windows: before {before:.4f}, "
@@ -348,12 +312,20 @@ def test_student_trained_on_cached_teacher_logits_moves_toward_the_teacher(tiny_
     rows3 = [json.loads(x) for x in (tmp_path / "kd3" / "metrics.jsonl").read_text().splitlines()]
     assert rows2[0]["loss"] == rows3[0]["loss"]  # same logits, same default alpha/temperature
 
-    # a logits file of other training data is refused with its reason
+    # fewer questions: their own windows are found in the file; other windows (another --doc_stride) are refused
+    assert main(_run_args(tiny_qa_checkpoint, tmp_path / "kd4", "--teacher", str(files[0]),
+                          "--max_steps", "2", "--max_train_samples", "8")) == 0
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="squad_qa"):
-        assert main(_run_args(tiny_qa_checkpoint, tmp_path / "kd4", "--teacher", str(files[0]),
-                              "--max_steps", "2", "--max_train_samples", "8")) == 2
-    assert "does not belong to this training data" in caplog.text
+        assert main(_run_args(tiny_qa_checkpoint, tmp_path / "kd5", "--teacher", str(files[0]),
+                              "--max_steps", "2", "--doc_stride", "32")) == 2
+    assert "its logits are of other windows: --doc_stride 48 there, 32 here" in caplog.text
+    # more questions than the file holds: the missing windows are named
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(_run_args(tiny_qa_checkpoint, tmp_path / "kd6", "--teacher", str(files[0]),
+                              "--max_steps", "2", "--max_train_samples", "40")) == 2
+    assert "--teacher " + str(files[0]) + " lacks" in caplog.text
 
 
 def test_kd_half_and_half_runs_writes_metrics_and_differs_from_plain_training(tiny_qa_checkpoint, bert_teacher,
@@ -371,6 +343,59 @@ def test_kd_half_and_half_runs_writes_metrics_and_differs_from_plain_training(ti
     assert kd_rows[0]["loss"] != pytest.approx(plain_rows[0]["loss"], rel=1e-4)
 
 
+def test_live_teacher_scores_each_batch_as_the_cache_does(tiny_qa_checkpoint, mpnet_teacher, student_tok, train_data,
+                                                         tmp_path):
+    """--teacher_mode live: the same logits as the cached mode (up to its float16 rounding), batch by batch, and the
+    same training (first losses equal to float16 precision)."""
+    _, features = train_data
+    start, end = compute_teacher_logits(mpnet_teacher, features, student_tok, batch_size=8)
+    cached = CachedTeacher(WindowLogits(torch.from_numpy(start).half(), torch.from_numpy(end).half(), features.seq_len,
+                                        [""] * len(features), features.doc_span_index))
+    live = LiveTeacher(TeacherModel.load(mpnet_teacher, features.input_ids, student_tok), features)
+    rows = np.array([5, 0, 9])
+    width = int(features.seq_len[rows].max())
+    (ls, le), (cs, ce) = live(rows, width), cached(rows, width)
+    valid = torch.from_numpy(np.arange(width)[None, :] < features.seq_len[rows][:, None])
+    assert ls.dtype == torch.float32 and ls.shape == (3, width)
+    assert torch.allclose(ls[valid], cs[valid], atol=0.05, rtol=2e-3)
+    assert torch.allclose(le[valid], ce[valid], atol=0.05, rtol=2e-3)
+
+    runs = {}
+    for mode in ("live", "cached"):
+        out = tmp_path / mode
+        assert main(_run_args(tiny_qa_checkpoint, out, "--teacher", str(mpnet_teacher), "--teacher_mode", mode,
+                              "--cache_dir", str(tmp_path / "cache"), "--max_steps", "3")) == 0
+        runs[mode] = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert len(runs["live"]) == 3
+    assert runs["live"] == pytest.approx(runs["cached"], rel=2e-3)
+    assert len(list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))) == 1  # only the cached run wrote
+
+
+def test_an_ensembles_saved_logits_teach_like_its_folder(tiny_qa_checkpoint, bert_teacher, second_checkpoint,
+                                                         tmp_path):
+    """predict.py --save_logits over the training file (read there as eval data: no answer needed) is a --teacher
+    file: with one model it teaches exactly what that model's folder teaches; with two, their mean."""
+    from squad_qa.predict import main as predict_main
+
+    geometry = ["--max_seq_length", str(SEQ), "--doc_stride", str(STRIDE), "--max_query_length", "64"]
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    assert predict_main(["--model", str(bert_teacher), "--predict_file", str(FIXTURE), "--output_dir",
+                         str(tmp_path / "p1"), "--save_logits", str(one), "--no_packing", *geometry]) == 0
+    assert predict_main(["--model", str(bert_teacher), "--model", str(second_checkpoint), "--predict_file",
+                         str(FIXTURE), "--output_dir", str(tmp_path / "p2"), "--save_logits", str(two),
+                         *geometry]) == 0
+    losses = {}
+    for name, teacher in (("folder", bert_teacher), ("file", one), ("ensemble", two)):
+        out = tmp_path / name
+        assert main(_run_args(tiny_qa_checkpoint, out, "--teacher", str(teacher), "--max_steps", "2",
+                              "--kd_alpha", "1.0")) == 0
+        losses[name] = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()
+                        if '"loss"' in x]
+    assert losses["file"] == pytest.approx(losses["folder"], rel=1e-3)
+    assert len(losses["ensemble"]) == 2 and all(np.isfinite(losses["ensemble"]))
+    assert losses["ensemble"][0] != pytest.approx(losses["folder"][0], rel=1e-3)  # another teacher: the mean
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--kd_alpha", "0.5"], "--kd_alpha needs --teacher"),
     (["--kd_temperature", "3"], "--kd_temperature needs --teacher"),
@@ -379,7 +404,10 @@ def test_kd_half_and_half_runs_writes_metrics_and_differs_from_plain_training(ti
     (["--teacher", "TEACHER", "--kd_temperature", "0"], "--kd_temperature must be > 0, got 0.0"),
     (["--teacher", "/nonexistent/teacher"], "--teacher /nonexistent/teacher: no such file or folder"),
     (["--teacher", "BASE"], "not a fine-tuned QA model folder"),
-    (["--teacher", "JUNK"], "neither a QA model folder nor a teacher-logits file"),
+    (["--teacher", "JUNK"], "neither a QA model folder nor a logits file"),
+    (["--teacher", "TEACHER", "--teacher_mode", "live", "--teacher_cache_dir", "/tmp/x"],
+     "--teacher_cache_dir applies to --teacher_mode cached, not live"),
+    (["--teacher_mode", "live"], "--teacher_mode needs --teacher"),
 ])
 def test_bad_kd_flags_are_refused_before_any_work(tiny_qa_checkpoint, tmp_path, caplog, extra, message):
     junk = tmp_path / "junk.safetensors"

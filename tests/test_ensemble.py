@@ -9,28 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
 from squad_qa.data import read_squad_examples
-from squad_qa.ensemble import EnsembleError, ModelEnsemble, load_logits
+from squad_qa.ensemble import EnsembleError, ModelEnsemble
 from squad_qa.inference import QAItem, QAReader
+from squad_qa.logits_file import load_window_logits
 from squad_qa.postprocess import postprocess_predictions
 from squad_qa.predict import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SQUAD = FIXTURES / "tiny_squad.json"
-
-
-@pytest.fixture(scope="module")
-def second_checkpoint(tmp_path_factory, tiny_qa_checkpoint) -> Path:
-    """Another tiny random BERT QA model (other seed, other depth) with the same tokenizer."""
-    out = tmp_path_factory.mktemp("second_checkpoint")
-    torch.manual_seed(1)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    BertForQuestionAnswering(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(tiny_qa_checkpoint)).save_pretrained(out)
-    return out
 
 
 def _items():
@@ -92,20 +80,23 @@ def test_predict_ensemble_and_save_logits(tmp_path, tiny_qa_checkpoint, second_c
     argv = ["--model", str(tiny_qa_checkpoint), "--model", str(second_checkpoint), "--predict_file", str(SQUAD),
             "--output_dir", str(tmp_path / "ens"), "--save_logits", str(logits)]
     assert main(argv) == 0
-    tensors, meta = load_logits(logits)
+    saved = load_window_logits(logits)
+    meta = saved.meta
     both = QAReader.from_pretrained([tiny_qa_checkpoint, second_checkpoint], device="cpu")
     examples = read_squad_examples(SQUAD, is_training=False)
     features = both.features_for(examples)
     start, end = both.predict_logits(features)
     n = len(features)
-    assert int(meta["windows"]) == n and tensors["start_logits"].shape == (n, 384)
-    assert tensors["start_logits"].dtype == np.float16
+    assert int(meta["windows"]) == n and len(saved) == n and tuple(saved.start.shape) == (n, 384)
+    assert saved.start.dtype == torch.float16
     assert (meta["max_seq_length"], meta["doc_stride"], meta["max_query_length"]) == ("384", "128", "64")
     assert json.loads(meta["models"]) == [str(tiny_qa_checkpoint), str(second_checkpoint)]
-    assert json.loads(meta["qas_ids"]) == [ex.qas_id for ex in examples]
-    np.testing.assert_array_equal(tensors["seq_len"], features.seq_len)
-    np.testing.assert_allclose(tensors["start_logits"].astype(np.float32), start, atol=2e-3, rtol=1e-3)
-    np.testing.assert_allclose(tensors["end_logits"].astype(np.float32), end, atol=2e-3, rtol=1e-3)
+    assert json.loads(meta["qas_ids"]) == [ex.qas_id for ex in examples] and meta["squad_file"] == str(SQUAD)
+    assert saved.qas_ids == [examples[i].qas_id for i in features.example_index]
+    np.testing.assert_array_equal(saved.seq_len, features.seq_len)
+    np.testing.assert_array_equal(saved.doc_span_index, features.doc_span_index)
+    np.testing.assert_allclose(saved.start.float().numpy(), start, atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(saved.end.float().numpy(), end, atol=2e-3, rtol=1e-3)
     # the ensemble's predictions file is the averaged logits' decoding
     expected = postprocess_predictions(examples, features, start, end, n_best_size=20, max_answer_length=30)
     assert json.loads((tmp_path / "ens" / "predictions.json").read_text()) == expected.predictions
