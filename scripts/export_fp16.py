@@ -22,7 +22,7 @@ from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import squad_qa  # noqa: E402
-from squad_qa.checkpoint import file_sha256, write_checksums  # noqa: E402
+from squad_qa.checksums import file_sha256, write_checksums  # noqa: E402
 from squad_qa.model_dir import missing_qa_head_keys  # noqa: E402
 from squad_qa.run_record import RUN_INFO_FILE, read_run_record, run_args  # noqa: E402
 

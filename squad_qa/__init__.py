@@ -11,9 +11,11 @@ Data flow, one module per stage (README.md's "Data flow" table says the same):
                                                averaging, optim, checkpoint, run_log, evaluation, distill)
     postprocess.py   start/end logits       -> answer spans (span_ranking.py: the vectorised n-best)
     metrics.py       answer spans           -> official SQuAD EM / F1 (evaluate.py: the command line)
-    model_dir.py     a model folder: which one, is it intact, load it (run_record.py: its squad_qa.json)
+    model_dir.py     a model folder: which one, is it intact, load it (run_record.py: its squad_qa.json;
+                     checksums.py: file sha256 and SHA256SUMS, also for checkpoints and downloads)
     inference.py     (question, context)    -> answers: QAReader for predict.py and the service
-    ensemble.py      several models' raw logits averaged per window; saved logits (a teacher file)
+    ensemble.py      several models' raw logits averaged per window
+    logits_file.py   saved logits of every window, keyed by (question id, window): --save_logits, --teacher
     speed.py         inference dtype, int8, torch.compile, packing (packing.py)
     teacher.py       the distillation teacher (all-mpnet-base-v2) offline from its PyPI parts
 """

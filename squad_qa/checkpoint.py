@@ -17,7 +17,6 @@ The ``.pt`` files hold tensors and plain Python values only and are read with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from squad_qa.averaging import averaged_state_dict, load_averaged_state_dict
+from squad_qa.checksums import ChecksumError, verify_checksums, write_checksums
 from squad_qa.run_record import write_run_record
 from squad_qa.runtime import Runtime
 
@@ -40,48 +40,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
-CHECKSUMS_FILE = "SHA256SUMS"  # `sha256sum` format: checkpoints and the shipped model folder
 # What every checkpoint has, whatever the tricks (trainer_state.json last of all).
 REQUIRED_FILES = ("config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
-
-
-class ChecksumError(ValueError):
-    """A file of a folder is missing or differs from the folder's SHA256SUMS; the message names it."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_checksums(path: Path, names: list[str] | tuple[str, ...]) -> Path:
-    """Record the sha256 of ``names`` (files in ``path``) in ``path/SHA256SUMS``."""
-    out = path / CHECKSUMS_FILE
-    out.write_text("".join(f"{file_sha256(path / n)}  {n}\n" for n in names), encoding="utf-8")
-    return out
-
-
-def verify_checksums(path: Path) -> bool:
-    """Check every file listed in ``path/SHA256SUMS``; False when there is no such file (nothing to
-    check), ChecksumError naming the first file that is missing or differs. ~1 s per 300 MB."""
-    sums = path / CHECKSUMS_FILE
-    if not sums.is_file():
-        return False
-    for n, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        digest, _, name = line.partition("  ")
-        if not name or len(digest) != 64:
-            raise ChecksumError(f"{sums}, line {n}: not a `sha256sum` line: {line[:80]!r}")
-        target = path / name.strip()
-        if not target.is_file():
-            raise ChecksumError(f"{path}: {name.strip()} is missing (listed in {CHECKSUMS_FILE})")
-        if file_sha256(target) != digest:
-            raise ChecksumError(f"{target} is damaged: its sha256 differs from {CHECKSUMS_FILE}'s")
-    return True
 
 
 def check_checkpoint(ckpt: Path) -> TrainState:

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from squad_qa.batching import collate, length_batches, model_input_names
-from squad_qa.checkpoint import file_sha256
+from squad_qa.checksums import file_sha256
 from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, read_logits_metadata,
                                   save_window_logits, to_float16)
 from squad_qa.model_dir import load_qa_model, weight_files

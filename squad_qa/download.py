@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -17,6 +16,8 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+
+from squad_qa.checksums import ChecksumError, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +38,8 @@ KNOWN_SHA256: dict[str, set[str]] = {
 DEFAULT_FILES = ["train-v1.1.json", "dev-v1.1.json", "dev-v2.0.json"]
 
 
-class ChecksumError(RuntimeError):
-    pass
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _install(tmp: Path, dest: Path, name: str) -> None:
-    digest = sha256_of(tmp)
+    digest = file_sha256(tmp)
     if digest not in KNOWN_SHA256.get(name, {digest}):
         tmp.unlink()
         raise ChecksumError(f"{name}: sha256 {digest} is not the known sum {sorted(KNOWN_SHA256[name])}")
@@ -62,7 +51,7 @@ def fetch(name: str, out_dir: Path, source_dir: Path | None = None) -> Path:
     """Put ``name`` (e.g. ``dev-v1.1.json``) into ``out_dir``, verified; return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / name
-    if dest.is_file() and sha256_of(dest) in KNOWN_SHA256.get(name, set()):
+    if dest.is_file() and file_sha256(dest) in KNOWN_SHA256.get(name, set()):
         logger.info("%s already present and verified", dest)
         return dest
     fd, tmp_name = tempfile.mkstemp(dir=out_dir, suffix=".part")

@@ -29,7 +29,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForQuestionAnswering
 
-from squad_qa.checkpoint import ChecksumError, verify_checksums
+from squad_qa.checksums import ChecksumError, verify_checksums
 from squad_qa.speed import has_native_bf16
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from squad_qa.download import ChecksumError, sha256_of
+from squad_qa.checksums import ChecksumError, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def verify_model(model_dir: Path, expected: Mapping[str, str] = PINNED_SHA256) -
         path = model_dir / name
         if not path.is_file():
             raise TeacherError(f"{name}: missing from the extracted model folder")
-        got = sha256_of(path)
+        got = file_sha256(path)
         if got != want:
             raise ChecksumError(f"{name}: sha256 mismatch: expected {want}, got {got}")
     logger.debug("%s: %d files verified", model_dir, len(expected))
@@ -278,7 +278,7 @@ def write_fp16_shards(model_dir: Path, shard_dir: Path, max_shard_bytes: int = S
             "dtype": "float16",
             "size": size,
             "sha256": whole.hexdigest(),
-            "source_sha256": sha256_of(src),
+            "source_sha256": file_sha256(src),
             "max_shard_bytes": max_shard_bytes,
             "shards": shards,
             "files": extras,

@@ -53,9 +53,10 @@ from transformers import AutoTokenizer
 import squad_qa
 from squad_qa.adversarial import FGM, PGD
 from squad_qa.averaging import WeightAveraging
-from squad_qa.checkpoint import (CHECKPOINT_PREFIX, ChecksumError, TrainState, atomic_dir,
-                                 check_checkpoint, clean_stale_tmp, commit_dir, find_latest_checkpoint,
-                                 load_checkpoint, remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
+from squad_qa.checkpoint import (CHECKPOINT_PREFIX, TrainState, atomic_dir, check_checkpoint, clean_stale_tmp,
+                                 commit_dir, find_latest_checkpoint, load_checkpoint, remove_previous_run, restore_rng,
+                                 save_checkpoint, save_model_dir)
+from squad_qa.checksums import ChecksumError
 from squad_qa.config import UsageError, parse_args, validate_args
 from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.distill import TeacherCacheError, teacher_for_training

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from squad_qa.download import ChecksumError, fetch, sha256_of
+from squad_qa.checksums import ChecksumError, file_sha256
+from squad_qa.download import fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,7 @@ def test_copy_from_local_folder_verifies_and_is_idempotent(tmp_path, squad_dir):
                           "--out", str(out), "--files", "dev-v1.1.json", "dev-v2.0.json"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert sha256_of(out / "dev-v1.1.json") == "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"
+    assert file_sha256(out / "dev-v1.1.json") == "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"
     assert (out / "dev-v2.0.json").is_file() and not list(out.glob("*.part"))
     before = (out / "dev-v1.1.json").stat().st_mtime_ns
     fetch("dev-v1.1.json", out, squad_dir)  # already there and verified: untouched

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 
 import squad_qa
 from squad_qa import model_dir
-from squad_qa.checkpoint import write_checksums
+from squad_qa.checksums import write_checksums
 from squad_qa.inference import QAItem, QAReader
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.predict import main

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from squad_qa.download import ChecksumError
+from squad_qa.checksums import ChecksumError
 from squad_qa.teacher import (
     MANIFEST_FILE,
     N_PARTS,
