@@ -49,7 +49,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FGM", "PGD"]
+__all__ = ["FGM", "PGD", "build_adversary"]
 
 # What the training loop hands to ``backward_with_attack``: the loss of this micro-batch (a fresh forward each
 # call), backward of a loss (scaled for accumulation / fp16), and the DDP gradient-sync context (True: this
@@ -272,3 +272,14 @@ class PGD:
                 backward(loss_fn())
         self.restore()
         return loss
+
+
+def build_adversary(model: nn.Module, args) -> FGM | PGD | None:
+    """``--adv fgm|pgd`` with ``--adv_epsilon/--adv_alpha/--adv_steps/--adv_param`` (unset: the classes' defaults)."""
+    if args.adv is None:
+        return None
+    given = {"epsilon": args.adv_epsilon, "param_name": args.adv_param}
+    if args.adv == "pgd":
+        given.update(alpha=args.adv_alpha, steps=args.adv_steps)
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    return FGM(model, **kwargs) if args.adv == "fgm" else PGD(model, **kwargs)

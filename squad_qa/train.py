@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa.adversarial import FGM, PGD
+from squad_qa.adversarial import build_adversary
 from squad_qa.averaging import WeightAveraging
 from squad_qa.checkpoint import (CHECKPOINT_PREFIX, TrainState, atomic_dir, check_checkpoint, clean_stale_tmp,
                                  commit_dir, find_latest_checkpoint, load_checkpoint, remove_previous_run, restore_rng,
@@ -160,15 +160,7 @@ class Trainer:
             swa_lr=args.swa_lr if args.swa_lr is not None else args.learning_rate,
             swa_anneal_steps=args.swa_anneal_steps, swa_freq=args.swa_freq, total_steps=total)
 
-        if args.adv is not None:
-            eps = args.adv_epsilon if args.adv_epsilon is not None else 1.0
-            pname = args.adv_param or "word_embeddings"
-            if args.adv == "fgm":
-                self.adversary = FGM(self.model, epsilon=eps, param_name=pname)
-            else:
-                alpha = args.adv_alpha if args.adv_alpha is not None else 0.3
-                steps = args.adv_steps if args.adv_steps is not None else 3
-                self.adversary = PGD(self.model, epsilon=eps, alpha=alpha, param_name=pname, steps=steps)
+        self.adversary = build_adversary(self.model, args)  # --adv fgm / pgd, else None
 
         if rt.distributed:
             self.ddp_model = DDP(self.model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
