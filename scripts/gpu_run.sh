@@ -30,15 +30,11 @@ if [ -n "${REHEARSAL:-}" ]; then
   ABL_EXTRA="$small --max_steps 4 --eval_steps 2 --eval_subset 40"
   JOBS=2
 fi
-T0=$(date +%s)
-elapsed() { echo $(( $(date +%s) - T0 )); }
-stage() { echo "=== [$(elapsed) s] $*"; }
+source scripts/gpu_common.sh
 mkdir -p "$ROOT" "$OUT"
 
 stage "device"
-(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no GPU") | tee "$OUT/gpu.txt"
-python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
-echo "cpus $(nproc)"
+device_report
 sha256sum .device/base-fp16/model.safetensors .device/*.json.gz
 
 stage "1. ship candidate: abl-baseline seed 1, 2 epochs, alone"
@@ -62,21 +58,7 @@ if [ "$left" -gt 150 ]; then
 fi
 
 stage "4. export the ship candidate with the best full-dev F1 (fp16, split into 15 MiB parts)"
-best=$(python - "$ROOT/main" <<'PY'
-import json, sys
-from pathlib import Path
-runs = [(json.loads((d / "eval_results.json").read_text())["f1"], d) for d in Path(sys.argv[1]).glob("*-s*")
-        if (d / "eval_results.json").is_file()]
-for f1, d in sorted(runs, key=lambda r: -r[0]):
-    print(f"candidate {d.name}: full-dev F1 {f1:.2f}", file=sys.stderr)
-print(max(runs, key=lambda r: r[0])[1] if runs else "")
-PY
-)
-if [ -n "$best" ]; then
-  echo "shipping $best"
-  python scripts/export_fp16.py "$best" "$ROOT/ship"
-  tar cf - -C "$ROOT" ship | split -b 15M - "$OUT/ship.tar.part-"
-fi
+ship_best "$ROOT/main"
 
 stage "5. packing"
 find "$ROOT" \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' -o -name '*.md' \) \

@@ -66,14 +66,11 @@ for name in ("train-v1.1.json.gz", "dev-v1.1.json.gz"):
     shutil.copy(Path("../shared/squad") / name, root / name)
 PY
 fi
-T0=$(date +%s)
-elapsed() { echo $(( $(date +%s) - T0 )); }
-stage() { echo "=== [$(elapsed) s] $*"; }
+source scripts/gpu_common.sh
 mkdir -p "$ROOT" "$OUT"
 
 stage "device"
-(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no GPU") | tee "$OUT/gpu.txt"
-python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+device_report
 
 stage "1. join the teacher's parts"
 python scripts/download_teacher.py --join_shards "$DEV_DIR/mpnet" || { echo "teacher parts missing or damaged"; exit 2; }
@@ -104,22 +101,7 @@ for mode in cached live; do
 done
 
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"
-best=$(python - "$ROOT/kd" "$SHIPPED_F1" <<'PY'
-import json, sys
-from pathlib import Path
-runs = [(json.loads((d / "eval_results.json").read_text())["f1"], d) for d in Path(sys.argv[1]).glob("*-s*")
-        if (d / "eval_results.json").is_file()]
-for f1, d in sorted(runs, key=lambda r: -r[0]):
-    print(f"student {d.name}: full-dev F1 {f1:.2f}", file=sys.stderr)
-top = max(runs, key=lambda r: r[0]) if runs else None
-print(top[1] if top and top[0] > float(sys.argv[2]) else "")
-PY
-)
-if [ -n "$best" ]; then
-  echo "shipping $best"
-  python scripts/export_fp16.py "$best" "$ROOT/ship"
-  tar cf - -C "$ROOT" ship | split -b 15M - "$OUT/ship.tar.part-"
-fi
+ship_best "$ROOT/kd" "$SHIPPED_F1"
 
 stage "5. packing"
 find "$ROOT/teacher" "$ROOT/kd" \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' -o -name '*.md' \) \
