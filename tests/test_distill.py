@@ -423,10 +423,12 @@ def test_bad_kd_flags_are_refused_before_any_work(tiny_qa_checkpoint, tmp_path, 
     assert not out.exists()
 
 
-def test_killed_kd_run_resumes_to_the_same_weights(tiny_qa_checkpoint, mpnet_teacher, tmp_path):
+@pytest.mark.parametrize("mode", ["cached", "live"])
+def test_killed_kd_run_resumes_to_the_same_weights(tiny_qa_checkpoint, mpnet_teacher, tmp_path, mode):
     from safetensors.torch import load_file
 
-    common = ["--teacher", str(mpnet_teacher), "--teacher_cache_dir", str(tmp_path / "cache"), "--max_steps", "4",
+    where = ["--teacher_cache_dir", str(tmp_path / "cache")] if mode == "cached" else []
+    common = ["--teacher", str(mpnet_teacher), "--teacher_mode", mode, *where, "--max_steps", "4",
               "--save_steps", "2", "--rdrop_alpha", "0.5", "--label_smoothing", "0.1"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert main(_run_args(tiny_qa_checkpoint, full, *common)) == 0
@@ -444,3 +446,13 @@ def test_torchrun_two_processes_share_one_teacher_cache(tiny_qa_checkpoint, mpne
     assert log.count("teacher logits: running") == 1  # rank 0 (rank 1 logs warnings only)
     assert len(list(cache.glob("teacher-logits-*.safetensors"))) == 1
     assert (out / "model.safetensors").is_file()
+
+
+def test_torchrun_two_processes_each_run_a_live_teacher(tiny_qa_checkpoint, mpnet_teacher, tmp_path):
+    out = tmp_path / "ddp-live"
+    log = torchrun_train(_run_args(tiny_qa_checkpoint, out, "--max_steps", "2", "--teacher", str(mpnet_teacher),
+                                   "--teacher_mode", "live", "--cache_dir", str(tmp_path / "cache")))
+    assert "world size 2" in log and "runs alongside the student (live)" in log
+    assert not list((tmp_path / "cache").glob("teacher-logits-*"))  # live: nothing cached
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
