@@ -9,10 +9,16 @@
 #     cp ../shared/squad/train-v1.1.json.gz ../shared/squad/dev-v1.1.json.gz .device/
 #     cp -r ~/squad-runs/teacher/all-mpnet-base-v2-fp16-shards .device/mpnet  # scripts/download_teacher.py --fp16_shards
 #     move the shipped model aside (git rm --cached + mv; restore after): the tree must stay under 64 MiB a call
-#   on the device, back to back (each carry is <= 58 MB; the files stay while the machine is warm):
-#     call 1: carry .device/base-fp16 .device/*.json.gz and .device/mpnet minus its part files   (check: sha256sum)
-#     calls 2-5: carry .device/mpnet/model.safetensors.part-00K, one part a call                  (check: sha256sum)
-#     call 6: bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt
+#   on the device, back to back (each call <= 63 MB with the 4.6 MB tree; the files stay while the machine is warm):
+#     call 1: carry .device/base-fp16, .device/train-v1.1.json.gz, .device/dev-v1.1.json.gz and the small files of
+#             .device/mpnet (config, tokenizer, vocab, 1_Pooling, fp16_manifest.json, model.safetensors.sha256);
+#             command: sha256sum .device/base-fp16/model.safetensors .device/*.json.gz
+#     calls 2-5: carry .device/mpnet/model.safetensors.part-000 (then -001, -002, -003), one part a call;
+#             command: sha256sum .device/mpnet/model.safetensors.part-*   (against fp16_manifest.json: 603e8021...,
+#             871fde1b..., ea4933a5..., 91a3d3c3...)
+#     call 6: bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt          (timeout_s 540; DEADLINE_S to fit what is left)
+#   If the machine is lost midway: start again from call 1 only with >= 9 device-minutes left, else run gpu_run.sh's
+#   ablation rows alone (issue 17).
 #   rehearsal here (a tiny random MPNet with the real tokenizer, a few steps, CPU, ~3 min):
 #     REHEARSAL=1 OUT=/tmp/gpu-teacher bash scripts/gpu_teacher.sh
 #
