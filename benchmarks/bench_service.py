@@ -57,7 +57,7 @@ from pathlib import Path
 import httpx  # start-up polling only
 
 from service.app import ServiceSettings  # the service's defaults
-from squad_qa.windows import context_room
+from squad_qa.windows import WindowConfig, context_room
 from squad_qa.speed import DTYPE_CHOICES
 from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
 from squad_qa.run_record import read_run_record, write_run_record
@@ -85,8 +85,7 @@ def make_speed_checkpoint(out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(out)
     record = {"note": SPEED_ONLY_NOTE, "speed_only": True, "seed": seed,
-              "training_args": {"model_name_or_path": str(base), "max_seq_length": 384, "doc_stride": 128,
-                       "max_query_length": 64}, "metrics": None}
+              "training_args": {"model_name_or_path": str(base), **WindowConfig().to_dict()}, "metrics": None}
     write_run_record(out, record)
     (out / "SPEED_ONLY_README.txt").write_text(SPEED_ONLY_NOTE + "\n")
     return out

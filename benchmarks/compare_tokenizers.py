@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,15 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from squad_qa import default_base_model_path  # noqa: E402
+from squad_qa.data import load_squad_json  # noqa: E402
 
 DEFAULT_FILES = [REPO.parent / "shared" / "squad" / "train-v1.1.json.gz", REPO.parent / "shared" / "squad" / "dev-v1.1.json.gz"]
 DEFAULT_TEACHER = Path.home() / "squad-runs" / "teacher" / "all-mpnet-base-v2"
 
 
 def distinct_contexts(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        data = json.load(f)["data"]
+    data = load_squad_json(path)["data"]
     seen: dict[str, None] = {}
     for article in data:
         for para in article["paragraphs"]:

@@ -47,7 +47,7 @@ logger = logging.getLogger("squad_qa.ablate")
 TRAIN_SCRIPT = REPO / "scripts" / "train_squad.py"
 RUN_FILE = "ablate_run.json"
 EVAL_FILE = "eval_results.json"
-METRICS_FILE = "metrics.jsonl"  # squad_qa.train.METRICS_FILE (not imported: that would pull in torch here)
+METRICS_FILE = "metrics.jsonl"  # squad_qa.run_log.METRICS_FILE (not imported: that would pull in torch here)
 RUN_DIR_RE = re.compile(r"^(?P<name>.+)-s(?P<seed>-?\d+)$")
 
 
@@ -232,7 +232,6 @@ def _em(ev: dict[str, Any]) -> float:
 class RunResult:
     name: str
     seed: int
-    path: Path
     exact_match: float
     f1: float
     steps: int | None
@@ -283,7 +282,7 @@ def read_run(path: Path) -> RunResult:
         steps = max(int(r["step"]) for r in train_rows)
     # Median over logging intervals: robust to the first interval (CUDA warm-up, feature conversion).
     sps = [float(r["samples_per_s"]) for r in train_rows if r.get("samples_per_s") is not None]
-    return RunResult(name=m["name"], seed=int(m["seed"]), path=path, exact_match=_em(ev), f1=float(ev["f1"]),
+    return RunResult(name=m["name"], seed=int(m["seed"]), exact_match=_em(ev), f1=float(ev["f1"]),
                      steps=int(steps) if steps is not None else None, wall_s=run.get("wall_s"),
                      samples_per_s=statistics.median(sps) if sps else None, device=run.get("device", "unknown"),
                      eval_curve=[(int(r["step"]), float(r["eval_f1"])) for r in eval_rows])

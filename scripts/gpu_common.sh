@@ -10,6 +10,12 @@ device_report() {  # the GPU, the software, the cores: $OUT/gpu.txt and the log
   echo "cpus $(nproc)"
 }
 
+pack_runs() {  # pack_runs DIR...: the run folders' metrics, results and logs (no weights, no n-best) into $OUT/runs.tgz
+  find "$@" \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' -o -name '*.md' \) \
+    -not -name 'tokenizer*.json' -not -name 'special_tokens_map.json' -not -name 'nbest_predictions.json' \
+    -not -path '*/best/*' -not -path "$ROOT/ship/*" -print0 | tar czf "$OUT/runs.tgz" --null -T -
+}
+
 ship_best() {  # ship_best RUNS_DIR [MIN_F1]: export the run with the best full-dev F1 (above MIN_F1) in fp16 parts
   local best
   best=$(python - "$1" "${2:--1}" <<'PY'

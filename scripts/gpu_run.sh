@@ -61,8 +61,6 @@ stage "4. export the ship candidate with the best full-dev F1 (fp16, split into 
 ship_best "$ROOT/main"
 
 stage "5. packing"
-find "$ROOT" \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' -o -name '*.md' \) \
-  -not -name 'tokenizer*.json' -not -name 'nbest_predictions.json' -not -path '*/best/*' -not -path "$ROOT/ship/*" -print0 \
-  | tar czf "$OUT/runs.tgz" --null -T -
+pack_runs "$ROOT"
 ls -la "$OUT"
 stage "end"

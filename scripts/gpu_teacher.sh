@@ -101,7 +101,9 @@ for mode in cached live; do
     timeout $((left / 2)) python scripts/train_squad.py --config experiments/kd-baseline.json $STUDENT_EXTRA \
       --teacher_mode $mode --max_steps ${MODE_STEPS:-150} --eval_steps 0 --eval_subset 0 --max_eval_samples 100 --logging_steps ${MODE_LOG:-50} \
       --output_dir "$ROOT/kd/mode-$mode" --overwrite_output_dir 2>&1 | grep -E "teacher|rror" | tail -3
-    python -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if 'samples_per_s' in l]; print(sys.argv[2], 'samples/s', [round(x['samples_per_s'],1) for x in r])" "$ROOT/kd/mode-$mode/metrics.jsonl" $mode
+    python -c "import sys; sys.path.insert(0, 'scripts'); from pathlib import Path; from ablate import read_metrics
+rows, _ = read_metrics(Path(sys.argv[1])); print(sys.argv[2], 'samples/s', [round(r['samples_per_s'], 1) for r in rows])" \
+      "$ROOT/kd/mode-$mode/metrics.jsonl" $mode
   fi
   left=$((DEADLINE - $(elapsed) - 40))
 done
@@ -110,8 +112,6 @@ stage "4. export the best student if it beats the shipped model's full-dev F1 $S
 ship_best "$ROOT/kd" "$SHIPPED_F1"
 
 stage "5. packing"
-find "$ROOT/teacher" "$ROOT/kd" \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' -o -name '*.md' \) \
-  -not -name 'tokenizer*.json' -not -name 'nbest_predictions.json' -not -name 'special_tokens_map.json' \
-  -not -path '*/best/*' -print0 | tar czf "$OUT/runs.tgz" --null -T -
+pack_runs "$ROOT/teacher" "$ROOT/kd"
 ls -la "$OUT"
 stage "end"

@@ -94,6 +94,19 @@ def torchrun_train(train_args: list[str], nproc: int = 2, timeout: float = 240) 
     return log
 
 
+def load_script(path: str | Path):
+    """A script (scripts/ is not a package; a fixture maker) as a module, registered in sys.modules (dataclasses
+    defined in it need that)."""
+    import importlib.util
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Training tests: on a shared 2-core machine intra-op threads on tiny matrices mostly wait for each

@@ -5,13 +5,12 @@ The runs are real subprocesses of scripts/train_squad.py (what the GPU session w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 import torch
 from safetensors.torch import load_file
 
@@ -22,12 +21,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
 
 
 def _load_script(name: str):
-    """scripts/<name>.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """scripts/<name>.py as a module."""
+    return load_script(REPO / "scripts" / f"{name}.py")
 
 
 ablate = _load_script("ablate")

@@ -209,21 +209,17 @@ def test_packing_refuses_other_model_types(mpnet_dir, tiny_qa_checkpoint, capsys
     assert code == 2 and "cannot ensemble" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("one_thread")  # conftest: 1 intra-op thread for the training loop
 def test_train_py_fine_tunes_an_mpnet_encoder_and_the_reader_serves_it(mpnet_dir, tmp_path):
     """scripts/train_squad.py's loop, unchanged, on the MPNet-like model: features with the tokenizer's own
     specials, MPNet's relative_attention_bias in the optimizer's groups, evaluation without token_type_ids."""
     from squad_qa.train import main as train_main
 
     out = tmp_path / "run"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rc = train_main(["--model_name_or_path", str(mpnet_dir), "--train_file", str(SQUAD), "--output_dir", str(out),
-                         "--max_seq_length", "128", "--doc_stride", "48", "--per_device_train_batch_size", "4",
-                         "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "0", "--seed", "7",
-                         "--do_train", "--max_steps", "2", "--do_eval", "--predict_file", str(SQUAD)])
-    finally:
-        torch.set_num_threads(n)
+    rc = train_main(["--model_name_or_path", str(mpnet_dir), "--train_file", str(SQUAD), "--output_dir", str(out),
+                     "--max_seq_length", "128", "--doc_stride", "48", "--per_device_train_batch_size", "4",
+                     "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "0", "--seed", "7",
+                     "--do_train", "--max_steps", "2", "--do_eval", "--predict_file", str(SQUAD)])
     assert rc in (0, None)
     assert json.loads((out / "eval_results.json").read_text())["f1"] >= 0
     reader = QAReader.from_pretrained(out, device="cpu")

