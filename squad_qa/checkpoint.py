@@ -95,15 +95,18 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=_checkpoint_step)
 
 
-def find_latest_checkpoint(output_dir: Path, verify: bool = False) -> Path | None:
-    """The newest checkpoint; with ``verify``, the newest that passes ``check_checkpoint`` (a damaged
-    one is skipped with a warning that says why)."""
+def find_latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint (not checked: see ``latest_intact_checkpoint``)."""
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def latest_intact_checkpoint(output_dir: Path) -> tuple[Path, TrainState] | None:
+    """The newest checkpoint that passes ``check_checkpoint``, with its trainer state (a damaged one is skipped
+    with a warning that says why): what ``--resume_from_checkpoint latest`` resumes from."""
     for ckpt in reversed(list_checkpoints(output_dir)):
-        if not verify:
-            return ckpt
         try:
-            check_checkpoint(ckpt)
-            return ckpt
+            return ckpt, check_checkpoint(ckpt)
         except ChecksumError as e:
             logger.warning("not resuming from %s: %s", ckpt.name, e)
     return None

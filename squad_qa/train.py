@@ -54,8 +54,8 @@ import squad_qa
 from squad_qa.adversarial import build_adversary
 from squad_qa.averaging import WeightAveraging
 from squad_qa.checkpoint import (CHECKPOINT_PREFIX, TrainState, atomic_dir, check_checkpoint, clean_stale_tmp,
-                                 commit_dir, find_latest_checkpoint, load_checkpoint, remove_previous_run, restore_rng,
-                                 save_checkpoint, save_model_dir)
+                                 commit_dir, find_latest_checkpoint, latest_intact_checkpoint, load_checkpoint,
+                                 remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.checksums import ChecksumError
 from squad_qa.config import UsageError, parse_args, validate_args
 from squad_qa.data import SquadFormatError, read_squad_examples
@@ -171,9 +171,9 @@ class Trainer:
                     args.per_device_train_batch_size, args.gradient_accumulation_steps, rt.world_size,
                     steps_per_epoch, total, warmup)
 
-    def resume(self, ckpt: Path) -> None:
+    def resume(self, ckpt: Path, saved: TrainState) -> None:
+        """Continue from ``ckpt``, whose files ``check_checkpoint`` has found intact (``saved``: its state)."""
         rt = self.rt
-        saved = check_checkpoint(ckpt)  # every file there and intact (SHA256SUMS), before anything is read
         # Everything that decides the batch order: a mismatch would replay some data and skip the rest.
         for key in ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
                     "num_features", "group_by_length", "max_seq_length", "doc_stride", "max_query_length",
@@ -438,13 +438,15 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             if args.teacher is not None:
                 trainer.teacher = teacher_for_training(args, rt, train_examples, train_features, tokenizer)
             trainer.setup()
-            if args.resume_from_checkpoint is not None:
-                ckpt = (find_latest_checkpoint(output_dir, verify=True) if args.resume_from_checkpoint == "latest"
-                        else Path(args.resume_from_checkpoint))
-                if ckpt is None:
+            if args.resume_from_checkpoint == "latest":
+                found = latest_intact_checkpoint(output_dir)
+                if found is None:
                     raise UsageError(f"--resume_from_checkpoint latest: every {CHECKPOINT_PREFIX}* folder in "
                                      f"{output_dir} is damaged (see the warnings above)")
-                trainer.resume(ckpt)
+                trainer.resume(*found)
+            elif args.resume_from_checkpoint is not None:
+                ckpt = Path(args.resume_from_checkpoint)
+                trainer.resume(ckpt, check_checkpoint(ckpt))
             else:
                 set_seed(args.seed + rt.rank)
             resumed = args.resume_from_checkpoint is not None
