@@ -160,7 +160,7 @@ class FGM:
 
 
 class PGD:
-    """Projected Gradient Descent on the embedding weights (``k`` steps driven by the caller).
+    """Projected Gradient Descent on the embedding weights (``steps`` attacks, run by :meth:`backward_with_attack`).
 
     Each :meth:`attack` adds ``alpha * g / ||g||`` and projects the total perturbation
     ``r = W - W_0`` back onto the ball ``||r|| <= epsilon`` around the weights ``W_0`` backed up by

@@ -4,8 +4,9 @@
     collate(features, idx)            a batch of tensors cut out of the column-wise features
     length_batches(lengths, size)     row numbers grouped so that batches carry little padding
     predict_logits(model, features)   start/end logits for every window, padded or packed batches
+    LengthGroupedBatchSampler         training batches of similar lengths, sharded over DDP ranks
 
-Shared by training (collate), training-time evaluation and the reader behind predict.py and the
+Shared by training (the sampler and collate), training-time evaluation and the reader behind predict.py and the
 service (predict_logits), so a window is batched the same way wherever it is answered.
 
 Dynamic padding: a batch is only as wide as its longest window. `length_batches` sorts windows by

@@ -13,7 +13,7 @@ from typing import Any
 
 from squad_qa.checkpoint import CHECKPOINT_PREFIX, find_latest_checkpoint
 from squad_qa.distill import TEACHER_MODES
-from squad_qa.logits_file import GEOMETRY, LogitsFileError, read_logits_metadata
+from squad_qa.logits_file import LogitsFileError, geometry_differences, read_logits_metadata
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.optim import SCHEDULER_CHOICES
 from squad_qa.runtime import use_cuda
@@ -34,15 +34,12 @@ class UsageError(ValueError):
     """Inconsistent flags, missing files, refused combinations: reported before any work is done."""
 
 
-_KD_FLAGS = ("teacher", "kd_alpha", "kd_temperature", "teacher_cache_dir", "teacher_mode")
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """ArgumentDefaultsHelpFormatter, except for the distillation flags: their None default only means
-    "not given" (a --kd_* flag without --teacher is refused); their help says the real default."""
+    """ArgumentDefaultsHelpFormatter, except for flags whose default is None: that only means "not given" (e.g.
+    a --kd_* flag without --teacher is refused, --adv_epsilon without --adv); their help says the real default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.dest in _KD_FLAGS:
+        if action.default is None:
             return action.help or ""
         return super()._get_help_string(action)
 
@@ -252,8 +249,7 @@ def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
         except LogitsFileError as e:
             errors.append(f"--teacher {teacher}: neither a QA model folder nor a logits file: {e}")
             return
-        differ = [f"--{k} {meta.get(k)} there, {getattr(args, k)} here" for k in GEOMETRY
-                  if meta.get(k) != str(getattr(args, k))]
+        differ = geometry_differences(meta, window_config(args).to_dict())
         if differ:
             errors.append(f"--teacher {teacher}: its logits are of other windows: " + ", ".join(differ))
         if args.teacher_cache_dir is not None:

@@ -60,10 +60,10 @@ from transformers import AutoTokenizer
 
 from squad_qa.batching import collate, length_batches, model_input_names
 from squad_qa.checksums import file_sha256
-from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, read_logits_metadata,
-                                  save_window_logits, to_float16)
+from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, save_window_logits, to_float16)
 from squad_qa.model_dir import load_qa_model, weight_files
 from squad_qa.runtime import autocast_context, main_process_first
+from squad_qa.windows import WindowConfig
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ TEACHER_MODES = ("cached", "live")
 
 __all__ = ["TeacherCacheError", "TEACHER_MODES", "teacher_fingerprint", "windows_digest", "teacher_cache_path",
            "student_to_teacher_ids", "map_student_ids", "TeacherModel", "compute_teacher_logits", "CachedTeacher",
-           "LiveTeacher", "teacher_for_training", "is_logits_file"]
+           "LiveTeacher", "teacher_for_training"]
 
 
 class TeacherCacheError(ValueError):
@@ -107,14 +107,6 @@ def teacher_cache_path(cache_dir: str | Path, windows_key: str, fingerprint: dic
     (not its path: a copied teacher folder reuses the cache)."""
     h = hashlib.sha256(f"squad_qa.logits/1\n{windows_key}\n{fingerprint['weights_sha256']}".encode())
     return Path(cache_dir) / f"{FILE_PREFIX}{h.hexdigest()[:32]}.safetensors"
-
-
-def is_logits_file(path: str | Path) -> bool:
-    try:
-        read_logits_metadata(path)
-    except LogitsFileError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -218,9 +210,7 @@ class TeacherModel:
             teacher_tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
         if model is None:
             model = load_qa_model(teacher_dir, trained_head=True)
-        lut, n_unk = student_to_teacher_ids(student_ids, student_tokenizer, teacher_tokenizer, missing=missing)
-        if n_unk:
-            logger.warning("the teacher sees %d tokens as its unk", n_unk)
+        lut, _ = student_to_teacher_ids(student_ids, student_tokenizer, teacher_tokenizer, missing=missing)
         model.to(device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -275,9 +265,6 @@ class CachedTeacher:
     def __init__(self, logits: WindowLogits) -> None:
         self.logits = logits
 
-    def __len__(self) -> int:
-        return len(self.logits)
-
     def __call__(self, rows: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.logits.gather(rows, width)
 
@@ -288,21 +275,18 @@ class LiveTeacher:
     def __init__(self, scorer: TeacherModel, features) -> None:
         self.scorer, self.features = scorer, features
 
-    def __len__(self) -> int:
-        return len(self.features)
-
     def __call__(self, rows: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.scorer.logits(self.features, rows, width)
 
 
 def _window(args: argparse.Namespace) -> dict[str, int]:
-    return {"max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride,
-            "max_query_length": args.max_query_length}
+    return WindowConfig(args.max_seq_length, args.doc_stride, args.max_query_length).to_dict()
 
 
-def _aligned(logits: WindowLogits, features, qas_ids: Sequence[str], args) -> WindowLogits:
+def _read(path: Path, features, qas_ids: Sequence[str], args) -> CachedTeacher:
+    """A logits file's rows for these training windows; any problem with it is a one-line TeacherCacheError."""
     try:
-        return logits.aligned_to(features, qas_ids, _window(args))
+        return CachedTeacher(load_window_logits(path).aligned_to(features, qas_ids, _window(args)))
     except LogitsFileError as e:
         raise TeacherCacheError(f"--teacher {e}") from None
 
@@ -316,24 +300,20 @@ def teacher_for_training(args: argparse.Namespace, rt, examples, features, token
     qas_ids = [ex.qas_id for ex in examples]
     amp = lambda: autocast_context(args, rt.device)  # noqa: E731 (a fresh context per forward)
     if teacher.is_file():
-        try:
-            logits = load_window_logits(teacher)
-        except LogitsFileError as e:
-            raise TeacherCacheError(f"--teacher {e}") from None
-        logger.info("teacher logits from %s (%d windows)", teacher, len(logits))
-        return CachedTeacher(_aligned(logits, features, qas_ids, args))
+        logger.info("teacher logits from %s", teacher)
+        return _read(teacher, features, qas_ids, args)
     if args.teacher_mode == "live":
         logger.info("teacher %s runs alongside the student (live)", teacher)
         return LiveTeacher(TeacherModel.load(teacher, features.input_ids, tokenizer, device=rt.device, amp=amp),
                            features)
 
-    fingerprint = teacher_fingerprint(teacher)
     cache_dir = args.teacher_cache_dir or args.cache_dir
+    fingerprint = teacher_fingerprint(teacher) if cache_dir else None  # hashes the weights: only to name a cache
     path = teacher_cache_path(cache_dir, windows_digest(features), fingerprint) if cache_dir else None
     with main_process_first(rt, cache_dir):
         if path is not None and path.is_file():
             logger.info("teacher logits: cached in %s", path)
-            return CachedTeacher(_aligned(load_window_logits(path), features, qas_ids, args))
+            return _read(path, features, qas_ids, args)
         logger.info("teacher logits: running %s over %d training windows", teacher, len(features))
         start, end = compute_teacher_logits(teacher, features, tokenizer, batch_size=args.per_device_eval_batch_size,
                                             device=rt.device, amp=amp, show_progress=rt.is_main)
@@ -343,9 +323,7 @@ def teacher_for_training(args: argparse.Namespace, rt, examples, features, token
             save_window_logits(path, start, end, features, qas_ids, window=_window(args), models=[teacher],
                                squad_file=args.train_file, extra={"teacher": fingerprint})
             logger.info("teacher logits cached in %s", path)
-    if path is not None:  # what every later run will read: the float16 file (so a resumed run sees the same)
-        return CachedTeacher(_aligned(load_window_logits(path), features, qas_ids, args))
-    logits = WindowLogits(torch.from_numpy(to_float16(start)), torch.from_numpy(to_float16(end)), features.seq_len,
-                          [qas_ids[int(e)] for e in features.example_index], features.doc_span_index,
-                          {**{k: str(v) for k, v in _window(args).items()}})
-    return CachedTeacher(logits)
+    # float16, as the cache file holds them: a run that computes the logits trains on what a resumed run reads
+    return CachedTeacher(WindowLogits(torch.from_numpy(to_float16(start)), torch.from_numpy(to_float16(end)),
+                                      features.seq_len, [qas_ids[int(e)] for e in features.example_index],
+                                      features.doc_span_index, {k: str(v) for k, v in _window(args).items()}))

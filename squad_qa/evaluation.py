@@ -112,6 +112,3 @@ def f1_of(metrics: dict[str, Any]) -> float:
 def em_of(metrics: dict[str, Any]) -> float:
     return float(metrics.get("exact_match", metrics.get("exact", 0.0)))
 
-
-# ----------------------------------------------------------------------------------------------------------------
-# Metrics log

@@ -72,7 +72,7 @@ def special_layout(tokenizer) -> SpecialLayout:
 
     Windows put one special token first (the CLS-like token, position 0, which stands for "no
     answer"); a tokenizer whose pair template does not start with exactly one special token, or
-    puts specials inside a sequence, is refused with a ValueError naming it.
+    puts the context before the question, is refused with a ValueError naming it.
     """
 
     def build():

@@ -42,7 +42,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +51,24 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from squad_qa.windows import WindowConfig
+
 FORMAT = "squad_qa.logits/1"
-GEOMETRY = ("max_seq_length", "doc_stride", "max_query_length")
+GEOMETRY = tuple(f.name for f in fields(WindowConfig))  # max_seq_length, doc_stride, max_query_length
 _F16_MAX = float(np.finfo(np.float16).max)
 
 __all__ = ["FORMAT", "LogitsFileError", "WindowLogits", "save_window_logits", "load_window_logits",
-           "read_logits_metadata", "to_float16"]
+           "read_logits_metadata", "geometry_differences", "to_float16"]
 
 
 class LogitsFileError(ValueError):
     """A logits file that cannot be read or does not fit these windows (a one-line message)."""
+
+
+def geometry_differences(theirs: Mapping[str, Any], ours: Mapping[str, int]) -> list[str]:
+    """``--flag X there, Y here`` for each window setting in which a file (``theirs``: its header, strings, or
+    ints) differs from a run (``ours``)."""
+    return [f"--{k} {theirs.get(k)} there, {ours[k]} here" for k in GEOMETRY if str(theirs.get(k)) != str(ours[k])]
 
 
 def to_float16(logits: np.ndarray) -> np.ndarray:
@@ -156,9 +164,7 @@ class WindowLogits:
         Refused (``LogitsFileError``, one line) when the geometry differs, a window is missing from the file, or
         a window's length differs (the windows were cut by another tokenizer).
         """
-        ours = {k: int(window[k]) for k in GEOMETRY}
-        theirs = self.geometry()
-        differ = [f"--{k} {theirs.get(k)} there, {ours[k]} here" for k in GEOMETRY if theirs.get(k) != ours[k]]
+        differ = geometry_differences(self.meta, window)
         if differ:
             raise LogitsFileError(f"{self.where} was made with other windows: " + ", ".join(differ))
         row_of = {(q, int(d)): r for r, (q, d) in enumerate(zip(self.qas_ids, self.doc_span_index))}

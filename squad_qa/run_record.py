@@ -8,10 +8,9 @@ Readers: QAReader (window geometry, metrics and base model for GET /v1/model), s
 (copied along, and the model card) and scripts/ablate.py (global_step for the results table).
 
 It is part of a model folder (squad_qa/model_dir.py), but it lives in this module of its own, which
-imports nothing heavier than json, for two reasons: checkpoint.py writes it while model_dir.py
-checks folders with checkpoint.py's checksums, so keeping it in model_dir.py would be an import
-cycle; and scripts/ablate.py reads it without importing torch (the machine that aggregates
-ablation runs need not have it).
+imports nothing heavier than json: scripts/ablate.py reads it without importing torch (the machine
+that aggregates ablation runs need not have it), and checkpoint.py writes it without importing the
+model-folder code.
 """
 
 from __future__ import annotations

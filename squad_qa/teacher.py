@@ -65,7 +65,6 @@ PINNED_SHA256: dict[str, str] = {
     "special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba",
     "vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada",
 }
-WEIGHTS_SHA256 = PINNED_SHA256[WEIGHTS_FILE]
 
 SHARD_MAX_BYTES = 55 * 2**20
 MANIFEST_FILE = "fp16_manifest.json"

@@ -286,8 +286,8 @@ class Trainer:
         bar = tqdm(total=st.total_steps, initial=st.global_step, desc="training", disable=not rt.is_main,
                    dynamic_ncols=True)
         # The loss, the first non-finite step and the grad norm stay on the device between check points, so a
-        # step never waits for the GPU (a host sync per step costs a small model on a GPU about a third of its
-        # speed). Check points are the logging, evaluation and checkpoint steps and the last step: a non-finite
+        # step does not wait for the GPU (a host sync per step costs a small model on a GPU about a third of its
+        # speed; --fp16's GradScaler still reads its inf check every step, bf16 has none). Check points are the logging, evaluation and checkpoint steps and the last step: a non-finite
         # loss is reported there, before anything is evaluated or written, so no bad weights reach the disk.
         self._interval = Interval(rt.device)
         stopped = False
