@@ -325,6 +325,18 @@ def test_student_trained_on_cached_teacher_logits_moves_toward_the_teacher(tiny_
     assert "--teacher " + str(files[0]) + " lacks" in caplog.text
 
 
+def test_a_damaged_teacher_cache_is_a_one_line_error(tiny_qa_checkpoint, bert_teacher, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    args = ["--teacher", str(bert_teacher), "--teacher_cache_dir", str(cache), "--max_steps", "1"]
+    assert main(_run_args(tiny_qa_checkpoint, tmp_path / "a", *args)) == 0
+    (cached,) = cache.glob("teacher-logits-*.safetensors")
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short, as by a full disk
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(_run_args(tiny_qa_checkpoint, tmp_path / "b", *args)) == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and f"--teacher {cached}: not a readable safetensors file" in errors[0].getMessage()
+
+
 def test_kd_half_and_half_runs_writes_metrics_and_differs_from_plain_training(tiny_qa_checkpoint, bert_teacher,
                                                                               tmp_path):
     out, plain = tmp_path / "kd", tmp_path / "plain"
