@@ -49,16 +49,15 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from transformers import AutoTokenizer
 
-from squad_qa.batching import collate, length_batches, model_input_names
+from squad_qa.batching import collate, model_input_names, predict_logits
 from squad_qa.checksums import file_sha256
 from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, save_window_logits, to_float16)
 from squad_qa.model_dir import load_qa_model, weight_files
@@ -240,18 +239,13 @@ def compute_teacher_logits(teacher_dir: str | Path, features, student_tokenizer,
     """
     scorer = TeacherModel.load(teacher_dir, features.input_ids, student_tokenizer, device=device, amp=amp,
                                missing=missing, model=teacher, teacher_tokenizer=teacher_tokenizer)
-    n, width = len(features), features.max_seq_length
-    start = np.zeros((n, width), dtype=np.float32)
-    end = np.zeros((n, width), dtype=np.float32)
-    for rows in tqdm(length_batches(features.seq_len, batch_size), desc="teacher logits",
-                     disable=not show_progress, leave=False):
-        s, e = scorer.logits(features, rows)
-        t = s.shape[1]
-        pad = np.arange(t)[None, :] >= features.seq_len[rows][:, None]  # padding is never a valid position
-        for dst, vals in ((start, s), (end, e)):
-            vals = vals.cpu().numpy()
-            vals[pad] = 0.0
-            dst[rows, :t] = vals
+    # the windows in the teacher's ids, then the evaluation path's batches (batching.predict_logits)
+    mapped = replace(features, input_ids=scorer.lut.cpu().numpy().astype(np.int32)[features.input_ids])
+    start, end = predict_logits(scorer.model, mapped, np.arange(len(features)), batch_size, scorer.device,
+                                amp=scorer.amp(), show_progress=show_progress, input_names=scorer.input_names)
+    pad = np.arange(features.max_seq_length)[None, :] >= features.seq_len[:, None]  # never a valid position
+    start[pad] = 0.0
+    end[pad] = 0.0
     return start, end
 
 
