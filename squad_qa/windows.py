@@ -126,9 +126,3 @@ def count_windows(n_pieces: int, query_len: int, max_seq_length: int, doc_stride
         return 0
     return 1 + max(0, -(-(n_pieces - context_room(max_seq_length, query_len, n_special)) // doc_stride))
 
-
-def validate_feature_params(
-    max_seq_length: int, doc_stride: int, max_query_length: int, max_positions: int | None = None
-) -> None:
-    """``WindowConfig(...).validate(max_positions)`` for callers that hold the three values loose."""
-    WindowConfig(max_seq_length, doc_stride, max_query_length).validate(max_positions)
