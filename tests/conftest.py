@@ -107,6 +107,22 @@ def load_script(path: str | Path):
     return module
 
 
+def window_mask(seq_lens: list[int], width: int, context_start: int):
+    """The loss tests' valid-position mask (``losses.span_valid_mask``) for rows of these lengths padded to
+    ``width``: CLS plus the context from ``context_start`` up to the row's final [SEP]."""
+    import torch
+
+    from squad_qa.losses import span_valid_mask
+
+    p_mask = torch.ones(len(seq_lens), width, dtype=torch.int8)
+    attn = torch.zeros(len(seq_lens), width, dtype=torch.int8)
+    for r, length in enumerate(seq_lens):
+        attn[r, :length] = 1
+        p_mask[r, 0] = 0
+        p_mask[r, context_start:length - 1] = 0  # the last real token is [SEP]
+    return span_valid_mask(p_mask, attn)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Training tests: on a shared 2-core machine intra-op threads on tiny matrices mostly wait for each

@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 
 import squad_qa
-from conftest import torchrun_train
+from conftest import torchrun_train, window_mask
 from squad_qa.batching import predict_logits
 from squad_qa.data import read_squad_examples
 from squad_qa.distill import (CachedTeacher, LiveTeacher, TeacherCacheError, TeacherModel, compute_teacher_logits,
                               map_student_ids, teacher_fingerprint)
 from squad_qa.logits_file import WindowLogits, load_window_logits
 from squad_qa.features import convert_examples_to_features
-from squad_qa.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss, span_valid_mask
+from squad_qa.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss
 from squad_qa.train import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
@@ -96,13 +96,7 @@ def bert_teacher(tiny_qa_checkpoint) -> Path:
 def _batch(seed=0, B=3, T=10):
     g = torch.Generator().manual_seed(seed)
     s, e, ts, te = (torch.randn(B, T, generator=g) * 2 for _ in range(4))
-    p_mask = torch.ones(B, T, dtype=torch.int8)
-    attn = torch.zeros(B, T, dtype=torch.int8)
-    for r, L in enumerate([10, 8, 6][:B]):
-        attn[r, :L] = 1
-        p_mask[r, 0] = 0
-        p_mask[r, 4:L - 1] = 0
-    return s, e, ts, te, span_valid_mask(p_mask, attn)
+    return s, e, ts, te, window_mask([10, 8, 6][:B], T, context_start=4)
 
 
 def test_kd_loss_matches_a_hand_computation():

@@ -6,24 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from squad_qa.losses import rdrop_kl, rdrop_span_loss, span_loss, span_valid_mask
+from conftest import window_mask
+from squad_qa.losses import rdrop_kl, rdrop_span_loss, span_loss
 
 
 def _batch(seed=0, B=4, T=12):
     g = torch.Generator().manual_seed(seed)
     start = torch.randn(B, T, generator=g) * 3
     end = torch.randn(B, T, generator=g) * 3
-    # rows: CLS + context at 5..(5+len-1), padding after seq_len
-    p_mask = torch.ones(B, T, dtype=torch.int8)
-    attn = torch.zeros(B, T, dtype=torch.int8)
-    seq_lens = [12, 10, 9, 7]
-    for r, L in enumerate(seq_lens[:B]):
-        attn[r, :L] = 1
-        p_mask[r, 0] = 0
-        p_mask[r, 5 : L - 1] = 0  # last real token is [SEP]
     sp = torch.tensor([0, 6, 5, 5])[:B]
     ep = torch.tensor([0, 8, 7, 5])[:B]
-    return start, end, sp, ep, span_valid_mask(p_mask, attn)
+    return start, end, sp, ep, window_mask([12, 10, 9, 7][:B], T, context_start=5)
 
 
 def test_valid_mask_is_context_and_cls_only():
