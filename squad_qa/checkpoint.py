@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from squad_qa.atomic import TMP_PREFIX, atomic_dir, commit_dir
 from squad_qa.averaging import averaged_state_dict, load_averaged_state_dict
 from squad_qa.checksums import ChecksumError, verify_checksums, write_checksums
 from squad_qa.run_record import write_run_record
@@ -39,7 +40,6 @@ from squad_qa.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
-TMP_PREFIX = ".tmp-"
 # What every checkpoint has, whatever the tricks (trainer_state.json last of all).
 REQUIRED_FILES = ("config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
 
@@ -146,28 +146,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _to_tuple(x: Any) -> Any:
     return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def atomic_dir(final: Path) -> Path:
-    """A fresh temp folder next to ``final`` (same filesystem, so the rename below is atomic)."""
-    tmp = final.parent / f"{TMP_PREFIX}{final.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def commit_dir(tmp: Path, final: Path) -> None:
-    # rename() cannot replace a non-empty folder: move the old one aside first, then drop it.
-    old = None
-    if final.exists():
-        old = final.parent / f"{TMP_PREFIX}old-{final.name}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def save_model_dir(model, tokenizer, path: Path, info: dict[str, Any] | None = None) -> None:

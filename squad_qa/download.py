@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
-import os
 import shutil
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
+from squad_qa.atomic import atomic_file
 from squad_qa.checksums import ChecksumError, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -38,13 +37,11 @@ KNOWN_SHA256: dict[str, set[str]] = {
 DEFAULT_FILES = ["train-v1.1.json", "dev-v1.1.json", "dev-v2.0.json"]
 
 
-def _install(tmp: Path, dest: Path, name: str) -> None:
+def _check(tmp: Path, name: str) -> str:
     digest = file_sha256(tmp)
     if digest not in KNOWN_SHA256.get(name, {digest}):
-        tmp.unlink()
         raise ChecksumError(f"{name}: sha256 {digest} is not the known sum {sorted(KNOWN_SHA256[name])}")
-    os.replace(tmp, dest)
-    logger.info("%s ok (sha256 %s)", dest, digest[:16])
+    return digest
 
 
 def fetch(name: str, out_dir: Path, source_dir: Path | None = None) -> Path:
@@ -54,10 +51,7 @@ def fetch(name: str, out_dir: Path, source_dir: Path | None = None) -> Path:
     if dest.is_file() and file_sha256(dest) in KNOWN_SHA256.get(name, set()):
         logger.info("%s already present and verified", dest)
         return dest
-    fd, tmp_name = tempfile.mkstemp(dir=out_dir, suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_file(dest, ".part") as tmp:  # renamed to dest only once its sha256 is checked
         if source_dir is not None:
             plain, packed = source_dir / name, source_dir / f"{name}.gz"
             if packed.is_file():
@@ -72,10 +66,8 @@ def fetch(name: str, out_dir: Path, source_dir: Path | None = None) -> Path:
             logger.info("downloading %s", url)
             with urllib.request.urlopen(url, timeout=60) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        _install(tmp, dest, name)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        digest = _check(tmp, name)
+    logger.info("%s ok (sha256 %s)", dest, digest[:16])
     return dest
 
 

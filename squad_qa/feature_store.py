@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_file
 from .data import SquadExample
 
 # Bump when the arrays or their meaning change: old cache files then no longer match any key.
@@ -156,21 +155,12 @@ class SquadFeatures:
 
     def save(self, path: str | Path) -> None:
         """Write an uncompressed ``.npz`` atomically (no pickle inside)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {name: getattr(self, name) for name in self._arrays}
         arrays["max_seq_length"] = np.asarray(self.max_seq_length)
         if self.vocab is not None:
             arrays["vocab"] = self.vocab.astype(str)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(path, ".npz.tmp") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "SquadFeatures":

@@ -39,8 +39,6 @@ when the geometry differs, a window is missing, or a window's length differs (an
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,6 +49,7 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from squad_qa.atomic import atomic_file
 from squad_qa.windows import WindowConfig
 
 FORMAT = "squad_qa.logits/1"
@@ -85,7 +84,6 @@ def save_window_logits(path: str | Path, start_logits: np.ndarray, end_logits: n
     ``extra`` adds JSON-encoded header entries (the teacher cache records its teacher's fingerprint).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = len(features)
     if start_logits.shape != end_logits.shape or start_logits.ndim != 2 or start_logits.shape[0] != n:
         raise ValueError(f"logits {start_logits.shape} / {end_logits.shape} do not match {n} windows")
@@ -108,14 +106,8 @@ def save_window_logits(path: str | Path, start_logits: np.ndarray, end_logits: n
         metadata["squad_file"] = str(squad_file)
     for k, v in (extra or {}).items():
         metadata[k] = json.dumps(v, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path, ".safetensors.tmp") as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 

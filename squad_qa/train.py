@@ -52,9 +52,10 @@ from transformers import AutoTokenizer
 
 import squad_qa
 from squad_qa.adversarial import build_adversary
+from squad_qa.atomic import atomic_dir, commit_dir
 from squad_qa.averaging import WeightAveraging
-from squad_qa.checkpoint import (CHECKPOINT_PREFIX, TrainState, atomic_dir, check_checkpoint, clean_stale_tmp,
-                                 commit_dir, find_latest_checkpoint, latest_intact_checkpoint, load_checkpoint,
+from squad_qa.checkpoint import (CHECKPOINT_PREFIX, TrainState, check_checkpoint, clean_stale_tmp,
+                                 find_latest_checkpoint, latest_intact_checkpoint, load_checkpoint,
                                  remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.checksums import ChecksumError
 from squad_qa.config import UsageError, parse_args, validate_args
