@@ -290,24 +290,22 @@ def compute_loss(model, batch: dict[str, torch.Tensor], args: argparse.Namespace
     # The loss in float32 whatever the autocast dtype: log-softmax over up to 384 logits wants the range.
     start, end = out.start_logits.float(), out.end_logits.float()
     sp, ep = batch["start_positions"], batch["end_positions"]
-    kd = "teacher_start" in batch  # --teacher: the batch carries the teacher's logits (distill.py)
-    if not rdrop:
-        # check_targets=False: the targets were checked once on the host (check_train_targets); checking them here
-        # would wait for the device on every micro-batch.
+    # check_targets=False: the targets were checked once on the host (check_train_targets); checking them here
+    # would wait for the device on every micro-batch.
+    if rdrop:
+        (s1, s2), (e1, e2) = start.chunk(2), end.chunk(2)
+        hard = rdrop_span_loss(s1, e1, s2, e2, sp, ep, valid_mask=valid, alpha=args.rdrop_alpha,
+                               label_smoothing=args.label_smoothing, check_targets=False)
+        passes = ((s1, e1), (s2, e2))
+    else:
         hard = span_loss(start, end, sp, ep, valid_mask=valid, label_smoothing=args.label_smoothing,
                          check_targets=False)
-        if not kd:
-            return hard
-        soft = kd_span_loss(start, end, batch["teacher_start"], batch["teacher_end"], valid, args.kd_temperature)
-        return args.kd_alpha * soft + (1.0 - args.kd_alpha) * hard
-    (s1, s2), (e1, e2) = start.chunk(2), end.chunk(2)
-    hard = rdrop_span_loss(s1, e1, s2, e2, sp, ep, valid_mask=valid, alpha=args.rdrop_alpha,
-                           label_smoothing=args.label_smoothing, check_targets=False)
-    if not kd:
+        passes = ((start, end),)
+    if "teacher_start" not in batch:  # --teacher: the batch carries the teacher's logits (distill.py)
         return hard
+    # The KD term of each dropout pass, averaged (x / 1 and (a + b) / 2: bit-identical to writing each case out).
     ts, te = batch["teacher_start"], batch["teacher_end"]
-    soft = 0.5 * (kd_span_loss(s1, e1, ts, te, valid, args.kd_temperature)
-                  + kd_span_loss(s2, e2, ts, te, valid, args.kd_temperature))
+    soft = sum(kd_span_loss(s, e, ts, te, valid, args.kd_temperature) for s, e in passes) / len(passes)
     return args.kd_alpha * soft + (1.0 - args.kd_alpha) * hard
 
 
