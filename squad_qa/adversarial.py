@@ -179,6 +179,8 @@ class PGD:
     ) -> None:
         if epsilon <= 0 or alpha <= 0:
             raise ValueError(f"PGD epsilon and alpha must be > 0, got epsilon={epsilon}, alpha={alpha}")
+        if steps < 1:
+            raise ValueError(f"PGD needs steps >= 1, got {steps}")
         self.model = model
         self.epsilon = float(epsilon)
         self.alpha = float(alpha)

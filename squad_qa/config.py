@@ -322,6 +322,8 @@ def validate_args(args: argparse.Namespace) -> None:
         need(args.adv_steps >= 1, "--adv_steps must be >= 1")
     if args.adv_epsilon is not None:
         need(args.adv_epsilon > 0, "--adv_epsilon must be > 0")
+    if args.adv_alpha is not None:
+        need(args.adv_alpha > 0, "--adv_alpha must be > 0")
     need(not (args.ema_decay is not None and args.swa_start is not None),
          "--ema_decay and --swa_start cannot be combined: both replace the evaluated weights with an average")
     if args.ema_decay is not None:

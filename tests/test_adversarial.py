@@ -97,6 +97,8 @@ def test_errors_are_clear():
         FGM(model).attack()
     with pytest.raises(RuntimeError, match="without a preceding attack"):
         PGD(model).restore()
+    with pytest.raises(ValueError, match="PGD needs steps >= 1, got 0"):
+        PGD(model, steps=0)
 
 
 def test_pgd_projects_onto_epsilon_ball_and_restores_exactly():

@@ -250,6 +250,7 @@ def test_version_2_trains_and_scores_with_impossible_questions(tiny_qa_checkpoin
     (["--ema_decay", "0.9", "--swa_start", "0.5"], "--ema_decay and --swa_start cannot be combined"),
     (["--adv", "fgm", "--adv_steps", "3"], "--adv_steps only applies to --adv pgd"),
     (["--adv_epsilon", "1.0"], "--adv_epsilon needs --adv"),
+    (["--adv", "pgd", "--adv_alpha", "0"], "--adv_alpha must be > 0"),
     (["--fp16", "--bf16"], "--fp16 and --bf16 cannot be combined"),
     (["--fp16", "--no_cuda"], "--fp16 needs a CUDA GPU"),
     (["--warmup_steps", "5", "--warmup_ratio", "0.1"], "alternatives"),
