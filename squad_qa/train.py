@@ -58,11 +58,11 @@ from squad_qa.checkpoint import (CHECKPOINT_PREFIX, TrainState, check_checkpoint
                                  find_latest_checkpoint, latest_intact_checkpoint, load_checkpoint,
                                  remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.checksums import ChecksumError
-from squad_qa.config import UsageError, parse_args, validate_args
+from squad_qa.config import UsageError, parse_args, validate_args, window_config
 from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.distill import TeacherCacheError, teacher_for_training
 from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
-from squad_qa.features import convert_examples_to_features
+from squad_qa.features import convert_examples_to_features, special_layout
 from squad_qa.batching import LengthGroupedBatchSampler, collate, model_input_names
 from squad_qa.model_dir import CheckpointError, load_qa_model
 from squad_qa.run_record import read_run_record, write_run_record
@@ -398,6 +398,16 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         if rt.device.type == "cuda":
             # fp32 matmuls on tensor cores (TF32): the usual fine-tuning setting, several times faster on Ampere+.
             torch.set_float32_matmul_precision("high")
+        model_path = Path(args.model_name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if not getattr(tokenizer, "is_fast", False):
+            raise UsageError(f"{model_path}: a fast tokenizer (tokenizer.json) is required for the character offsets")
+        # validate_args checked the windows against BERT's 3 special tokens; RoBERTa / MPNet put 4 in each window.
+        problems = window_config(args).problems(n_special=special_layout(tokenizer).n_special)
+        if problems:
+            raise UsageError(f"--max_seq_length/--doc_stride/--max_query_length with {model_path}'s tokenizer: "
+                             + "; ".join(problems))
+
         output_dir = Path(args.output_dir)
         if rt.is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -406,10 +416,6 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             remove_previous_run(output_dir)
         rt.barrier()
 
-        model_path = Path(args.model_name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        if not getattr(tokenizer, "is_fast", False):
-            raise UsageError(f"{model_path}: a fast tokenizer (tokenizer.json) is required for the character offsets")
         # The same seed on every rank for initialisation (new QA head, re-initialised layers), so ranks agree;
         # the dropout streams are re-seeded per rank below.
         set_seed(args.seed)

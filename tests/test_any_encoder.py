@@ -226,3 +226,17 @@ def test_train_py_fine_tunes_an_mpnet_encoder_and_the_reader_serves_it(mpnet_dir
     assert reader.max_seq_length == 128 and reader.input_names == ("input_ids", "attention_mask")
     context = "MPNet was trained here for two steps only."
     assert all(context[a.start:a.end] == a.text for a in reader.answer("What was trained?", context, top_k=3))
+
+
+def test_train_py_refuses_a_stride_that_leaves_no_room_for_mpnets_fourth_special(mpnet_dir, tmp_path, caplog):
+    """128 - 64 - 3 = 61 context tokens for BERT, 60 for MPNet's <s> q </s></s> c </s>, and the stride must be
+    shorter than a window's context: --doc_stride 60 passes the flag checks (which know no tokenizer) and is
+    refused, before anything is written, once the tokenizer is loaded."""
+    from squad_qa.train import main as train_main
+
+    out = tmp_path / "run"
+    rc = train_main(["--model_name_or_path", str(mpnet_dir), "--train_file", str(SQUAD), "--output_dir", str(out),
+                     "--max_seq_length", "128", "--doc_stride", "60", "--do_train", "--max_steps", "1"])
+    assert rc == 2
+    assert "doc_stride (60) must be in 1..59" in caplog.text
+    assert not out.exists()
