@@ -204,6 +204,30 @@ KD_ALPHA_DEFAULT = 0.5
 KD_TEMPERATURE_DEFAULT = 2.0
 
 
+def _model_config(folder: Path, flag: str, errors: list[str]) -> dict[str, Any]:
+    """``folder/config.json`` as a dict; {} when there is none (loading the model says so), an error when it is
+    not a JSON object."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        errors.append(f"{flag} {folder}: config.json cannot be read ({type(e).__name__}: {e})")
+        return {}
+    if not isinstance(config, dict):
+        errors.append(f"{flag} {folder}: config.json is not a JSON object")
+        return {}
+    return config
+
+
+def _check_positions(args: argparse.Namespace, config: dict[str, Any], whose: str, errors: list[str]) -> None:
+    max_pos = config.get("max_position_embeddings")
+    if max_pos is not None and args.max_seq_length > max_pos:
+        errors.append(f"--max_seq_length {args.max_seq_length} exceeds the {whose}'s max_position_embeddings "
+                      f"{max_pos}")
+
+
 def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
     """--teacher and its --kd_* flags; fills in the KD defaults when a teacher is given."""
     if args.teacher is None:
@@ -230,14 +254,7 @@ def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
         except CheckpointError as e:
             errors.append(f"--teacher {teacher}: not a fine-tuned QA model folder: {e}")
             return
-        try:
-            config = json.loads((teacher / "config.json").read_text())
-        except (OSError, ValueError):
-            config = {}
-        max_pos = config.get("max_position_embeddings") if isinstance(config, dict) else None
-        if max_pos is not None and args.max_seq_length > max_pos:
-            errors.append(f"--max_seq_length {args.max_seq_length} exceeds the teacher's max_position_embeddings "
-                          f"{max_pos}")
+        _check_positions(args, _model_config(teacher, "--teacher", errors), "teacher", errors)
         if args.teacher_mode == "live" and args.teacher_cache_dir is not None:
             errors.append("--teacher_cache_dir applies to --teacher_mode cached, not live (nothing is cached)")
         if args.teacher_cache_dir is not None and Path(args.teacher_cache_dir).exists() \
@@ -370,18 +387,13 @@ def validate_args(args: argparse.Namespace) -> None:
             errors.append(f"--resume_from_checkpoint latest: no complete {CHECKPOINT_PREFIX}* folder in {out}")
 
     if args.model_name_or_path is not None and Path(args.model_name_or_path).is_dir():
-        cfg_file = Path(args.model_name_or_path) / "config.json"
-        if cfg_file.is_file():
-            config = json.loads(cfg_file.read_text())
-            max_pos = config.get("max_position_embeddings")
-            if max_pos is not None and args.max_seq_length > max_pos:
-                errors.append(f"--max_seq_length {args.max_seq_length} exceeds the model's "
-                              f"max_position_embeddings {max_pos}")
-            layers = config.get("num_hidden_layers")
-            for flag in ("reinit_layers", "llrd_groups"):
-                value = getattr(args, flag)
-                if layers is not None and value is not None and value > layers:
-                    errors.append(f"--{flag} {value} exceeds the model's {layers} layers")
+        config = _model_config(Path(args.model_name_or_path), "--model_name_or_path", errors)
+        _check_positions(args, config, "model", errors)
+        layers = config.get("num_hidden_layers")
+        for flag in ("reinit_layers", "llrd_groups"):
+            value = getattr(args, flag)
+            if layers is not None and value is not None and value > layers:
+                errors.append(f"--{flag} {value} exceeds the model's {layers} layers")
         if not args.do_train and args.do_eval:
             # Evaluating a base encoder would score a randomly initialised answer head.
             try:

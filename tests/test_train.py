@@ -284,6 +284,16 @@ def test_more_warmup_than_steps_and_eval_of_a_base_encoder_are_refused(tiny_qa_c
     assert not (tmp_path / "e").exists()
 
 
+def test_a_model_folder_with_a_damaged_config_is_refused(tiny_qa_checkpoint, tmp_path, caplog):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_qa_checkpoint, broken)
+    (broken / "config.json").write_text('{"model_type": "bert", ')
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):
+        assert main(run_args(broken, tmp_path / "out")) == 2
+    assert f"--model_name_or_path {broken}: config.json cannot be read (JSONDecodeError" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
 def test_non_empty_output_dir_needs_overwrite(tiny_qa_checkpoint, tmp_path, caplog):
     out = tmp_path / "busy"
     out.mkdir()
