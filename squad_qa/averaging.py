@@ -92,7 +92,6 @@ def make_ema(model: nn.Module, decay: float) -> AveragedModel:
         raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
     model = unwrap_model(model)
     check_no_batchnorm(model)
-    logger.info("EMA with decay %g", decay)
     return AveragedModel(model, multi_avg_fn=_floats_only(get_ema_multi_avg_fn(decay)), use_buffers=True)
 
 

@@ -20,7 +20,7 @@ from squad_qa.data import load_squad_json, read_squad_examples
 from squad_qa.features import convert_examples_to_features
 from squad_qa.metrics import evaluate_v1, evaluate_v2
 from squad_qa.postprocess import postprocess_predictions, write_predictions
-from squad_qa.runtime import Runtime, main_process_first
+from squad_qa.runtime import Runtime, autocast_context, main_process_first
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def load_eval_data(args: argparse.Namespace, tokenizer, rt: Runtime, limit: int 
     return EvalData(examples, features, dataset)
 
 
-def evaluate(args: argparse.Namespace, rt: Runtime, model, data: EvalData, amp_factory,
-             output_dir: Path | None = None, pad_multiple: int = 1) -> dict[str, Any] | None:
+def evaluate(args: argparse.Namespace, rt: Runtime, model, data: EvalData,
+             output_dir: Path | None = None) -> dict[str, Any] | None:
     """Predict ``data`` (sharded over ranks, gathered on rank 0), decode, score.
 
     Returns the metrics on rank 0 (None on the other ranks) and, when ``output_dir`` is given, writes the
@@ -73,7 +73,7 @@ def evaluate(args: argparse.Namespace, rt: Runtime, model, data: EvalData, amp_f
     n = len(data.features)
     shard = np.array_split(np.arange(n), rt.world_size)[rt.rank]
     start, end = predict_logits(model, data.features, shard, args.per_device_eval_batch_size, rt.device,
-                                amp_factory(), pad_multiple, show_progress=rt.is_main)
+                                autocast_context(args, rt.device), rt.pad_multiple, show_progress=rt.is_main)
     if rt.distributed:
         # Shards differ by at most one row: pad to the largest, all_gather tensors, rank 0 puts rows back.
         rows = math.ceil(n / rt.world_size)

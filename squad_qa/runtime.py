@@ -36,6 +36,11 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def pad_multiple(self) -> int:
+        """Batch widths rounded up to a multiple of this: 8 on a GPU (tensor-core-friendly shapes), 1 elsewhere."""
+        return 8 if self.device.type == "cuda" else 1
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -65,7 +65,7 @@ from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
 from squad_qa.features import convert_examples_to_features, special_layout
 from squad_qa.batching import LengthGroupedBatchSampler, collate, model_input_names
 from squad_qa.model_dir import CheckpointError, load_qa_model
-from squad_qa.run_record import read_run_record, write_run_record
+from squad_qa.run_record import write_run_record
 from squad_qa.losses import check_train_targets, compute_loss
 from squad_qa.optim import build_optimizer, build_scheduler, reinit_top_layers
 from squad_qa.run_log import Interval, MetricsLog, NonFiniteLossError
@@ -116,7 +116,6 @@ class Trainer:
     sampler: LengthGroupedBatchSampler | None = None
     state: TrainState = field(default_factory=TrainState)
     steps_per_epoch: int = 0
-    pad_multiple: int = 1
     input_names: tuple[str, ...] = ()  # the window inputs the model's forward takes
     log: MetricsLog | None = None
     teacher: Any = None  # distill.CachedTeacher / LiveTeacher (--teacher): (feature rows, width) -> logits
@@ -125,7 +124,6 @@ class Trainer:
     # -- setup ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
         args, rt = self.args, self.rt
-        self.pad_multiple = 8 if rt.device.type == "cuda" else 1
         self.input_names = model_input_names(self.model)  # e.g. no token_type_ids for MPNet
         check_train_targets(self.train_features)
         self.sampler = LengthGroupedBatchSampler(
@@ -224,7 +222,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=rt.device)
         samples = tokens = 0
         for j, idx in enumerate(micro_batches):
-            batch = collate(self.train_features, idx, pad_multiple=self.pad_multiple, with_valid_mask=need_mask,
+            batch = collate(self.train_features, idx, pad_multiple=rt.pad_multiple, with_valid_mask=need_mask,
                             input_names=self.input_names)
             if kd:  # the teacher's logits of these windows at the batch's width (cached: host rows; live: a forward)
                 batch["teacher_start"], batch["teacher_end"] = self.teacher(idx, batch["input_ids"].shape[1])
@@ -261,14 +259,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         step = self.state.global_step + 1  # the step just taken
         self.averaging.after_step(step, self.model, self.optimizer, self.scheduler)
-        if self.averaging.swa_scheduler is not None:
-            self.state.swa_started = True
         return grad_norm
 
-    # -- which weights are "the model" ----------------------------------------------------------------------------
-    def eval_model_and_kind(self) -> tuple[Any, str]:
-        return self.averaging.eval_model(self.model)
-
+    # -- what a saved model folder records -----------------------------------------------------------------------
     def run_info(self, kind: str, metrics: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "squad_qa_version": squad_qa.__version__,
@@ -333,7 +326,8 @@ class Trainer:
             bar.close()
             last = find_latest_checkpoint(self.output_dir)
             raise NonFiniteLossError(
-                f"non-finite training loss ({bad_loss}) at step {int(first_bad)} (epoch {st.epoch}): "
+                f"non-finite training loss ({bad_loss}) at step {int(first_bad)} "
+                f"(epoch {(int(first_bad) - 1) // self.steps_per_epoch}): "
                 "stopping; the weights of this step were not saved. Last good checkpoint: "
                 f"{last if last is not None else 'none'}. Try a lower --learning_rate, --bf16 instead of "
                 "--fp16, or gradient clipping.")
@@ -356,15 +350,15 @@ class Trainer:
             self._interval = Interval(rt.device)
 
     def save(self) -> None:
+        self.state.swa_started = self.averaging.swa_scheduler is not None  # resume restarts the SWA schedule
         save_checkpoint(self.rt, self.output_dir, self.state, self.model, self.tokenizer, self.optimizer,
                         self.scheduler, self.averaging.swa_scheduler, self.scaler, self.averaging.averaged,
                         self.args.save_total_limit)
 
     def evaluate_during_training(self) -> None:
         args, rt, st = self.args, self.rt, self.state
-        model, kind = self.eval_model_and_kind()
-        metrics = evaluate(args, rt, model, self.eval_data, lambda: autocast_context(args, rt.device),
-                           pad_multiple=self.pad_multiple)
+        model, kind = self.averaging.eval_model(self.model)
+        metrics = evaluate(args, rt, model, self.eval_data)
         if rt.is_main:
             f1, em = f1_of(metrics), em_of(metrics)
             improved = st.best_f1 is None or f1 > st.best_f1
@@ -467,19 +461,18 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                 trainer.log.close()
             if not finished:
                 return None
-            model, kind = trainer.eval_model_and_kind()
+            model, kind = trainer.averaging.eval_model(trainer.model)
+            info = trainer.run_info(kind, None)
             if rt.is_main:
-                save_model_dir(model, tokenizer, output_dir, trainer.run_info(kind, None))
+                save_model_dir(model, tokenizer, output_dir, info)
                 logger.info("saved the final model (%s weights) to %s", kind, output_dir)
             rt.barrier()
         if args.do_eval:
-            metrics = evaluate(args, rt, model, eval_data, lambda: autocast_context(args, rt.device),
-                               output_dir=output_dir, pad_multiple=8 if rt.device.type == "cuda" else 1)
+            metrics = evaluate(args, rt, model, eval_data, output_dir=output_dir)
             if rt.is_main:
                 metrics["weights"] = kind
                 (output_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
-                info = read_run_record(output_dir) if args.do_train else {}
-                if info:
+                if args.do_train:  # the record saved with the final model gets its score
                     info["metrics"] = metrics
                     write_run_record(output_dir, info)
                 logger.info("eval (%s weights, %d questions): EM %.2f F1 %.2f", kind, metrics["num_questions"],
