@@ -137,15 +137,19 @@ def read_squad_examples(
     is_training: bool,
     version_2_with_negative: bool = False,
     skipped: list[SkippedQuestion] | None = None,
+    *,
+    dataset: list | None = None,
 ) -> list[SquadExample]:
     """Read a SQuAD file into examples (run_squad's ``read_squad_examples``).
 
     In training mode the first answer is the target, located on whitespace words; questions whose
     answer cannot be recovered are skipped and appended to ``skipped`` (if given) and counted in a
     warning. ``version_2_with_negative`` reads ``is_impossible`` questions as no-answer targets.
+    ``dataset``: the file's "data" list when the caller already loaded it (``path`` then only names it).
     """
     path = Path(path)
-    dataset = load_squad_json(path)["data"]
+    if dataset is None:
+        dataset = load_squad_json(path)["data"]
     examples: list[SquadExample] = []
     skipped = [] if skipped is None else skipped
     n_skipped_before = len(skipped)

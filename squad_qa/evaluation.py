@@ -48,8 +48,9 @@ def _restrict_dataset(data: list, qids: set[str]) -> list:
 
 
 def load_eval_data(args: argparse.Namespace, tokenizer, rt: Runtime, limit: int | None = None) -> EvalData:
+    data = load_squad_json(args.predict_file)["data"]  # read once: the examples and the scorer's dataset
     examples = read_squad_examples(args.predict_file, is_training=False,
-                                   version_2_with_negative=args.version_2_with_negative)
+                                   version_2_with_negative=args.version_2_with_negative, dataset=data)
     if limit:
         examples = examples[:limit]
     with main_process_first(rt, args.cache_dir):
@@ -57,7 +58,7 @@ def load_eval_data(args: argparse.Namespace, tokenizer, rt: Runtime, limit: int 
             examples, tokenizer, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
             max_query_length=args.max_query_length, is_training=False, cache_dir=args.cache_dir,
             show_progress=rt.is_main)
-    dataset = _restrict_dataset(load_squad_json(args.predict_file)["data"], {e.qas_id for e in examples})
+    dataset = _restrict_dataset(data, {e.qas_id for e in examples})
     logger.info("eval: %d questions -> %d features (%s)", len(examples), len(features), args.predict_file)
     return EvalData(examples, features, dataset)
 
