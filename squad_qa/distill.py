@@ -58,7 +58,7 @@ import torch
 from transformers import AutoTokenizer
 
 from squad_qa.batching import collate, model_input_names, predict_logits
-from squad_qa.checksums import file_sha256
+from squad_qa.checksums import file_sha256, read_checksums
 from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, save_window_logits, to_float16)
 from squad_qa.model_dir import load_qa_model, weight_files
 from squad_qa.runtime import autocast_context, main_process_first
@@ -83,12 +83,16 @@ class TeacherCacheError(ValueError):
 
 
 def teacher_fingerprint(teacher_dir: str | Path) -> dict[str, str]:
-    """``{"path", "weights_sha256"}``: the teacher's safetensors file(s) hashed (one file: its own sha256)."""
+    """``{"path", "weights_sha256"}``: the teacher's safetensors file(s) hashed (one file: its own sha256).
+
+    A folder with a ``SHA256SUMS`` was checked against it by ``config.validate_args`` (check_qa_checkpoint):
+    the digests listed there are used rather than hashing the weights a second time."""
     teacher_dir = Path(teacher_dir)
     files = weight_files(teacher_dir)
     if not files:
         raise TeacherCacheError(f"--teacher {teacher_dir}: no model.safetensors")
-    digests = [file_sha256(f) for f in files]
+    listed = read_checksums(teacher_dir)
+    digests = [listed.get(f.name) or file_sha256(f) for f in files]
     combined = digests[0] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()
     return {"path": str(teacher_dir.resolve()), "weights_sha256": combined}
 

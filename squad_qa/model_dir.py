@@ -119,17 +119,17 @@ def weight_files(path: Path) -> list[Path]:
     return []
 
 
-def missing_qa_head_keys(path: str | Path) -> list[str]:
+def missing_qa_head_keys(path: str | Path, files: list[Path] | None = None) -> list[str]:
     """The QA head weights (``QA_HEAD_KEYS``) that the folder's safetensors lack, read from their
     headers alone: [] for a fine-tuned QA checkpoint, both keys for a base encoder.
 
     The one answer to "is this a QA checkpoint?" (check_qa_checkpoint, scripts/export_fp16.py).
     The weights decide, not config.json's ``architectures``: they are what a load uses, and a
     config need not list architectures at all. CheckpointError when the folder has no safetensors
-    or one of them is damaged.
+    or one of them is damaged. ``files``: the folder's ``weight_files`` when the caller already has them.
     """
     path = Path(path)
-    files = weight_files(path)
+    files = weight_files(path) if files is None else files
     if not files:
         raise CheckpointError(f"{path} has no model.safetensors (pickled .bin weights are never loaded)")
     keys: set[str] = set()
@@ -169,7 +169,7 @@ def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{config} is damaged ({type(e).__name__}: {e})") from None
-    missing = missing_qa_head_keys(path)
+    missing = missing_qa_head_keys(path, files)
     if missing:
         raise CheckpointError(
             f"{path} is not a fine-tuned question-answering checkpoint: its weights have no "

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 import squad_qa
+import squad_qa.distill as distill_module
 from conftest import torchrun_train, window_mask
 from squad_qa.batching import predict_logits
+from squad_qa.checksums import file_sha256, write_checksums
 from squad_qa.data import read_squad_examples
 from squad_qa.distill import (CachedTeacher, LiveTeacher, TeacherCacheError, TeacherModel, compute_teacher_logits,
                               map_student_ids, teacher_fingerprint)
@@ -268,6 +271,22 @@ def _kl_to_teacher(model_dir: Path, features, logits: WindowLogits) -> float:
     mask = torch.from_numpy(features.p_mask == 0) & torch.from_numpy(features.attention_mask != 0)
     return float(kd_span_loss(torch.from_numpy(s), torch.from_numpy(e), logits.start.float(), logits.end.float(),
                               mask, 1.0))
+
+
+def test_fingerprint_takes_a_checked_folders_listed_sha256(tiny_qa_checkpoint, tmp_path, monkeypatch):
+    """A teacher folder with a SHA256SUMS (the shipped model, a checkpoint) was verified by validate_args: its
+    listed digest names the cache, and the weights are not hashed again."""
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_qa_checkpoint, folder)
+    plain = teacher_fingerprint(folder)["weights_sha256"]
+    assert plain == file_sha256(folder / "model.safetensors")
+    write_checksums(folder, ["model.safetensors", "config.json"])
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(distill_module, "file_sha256", no_hashing)
+    assert teacher_fingerprint(folder)["weights_sha256"] == plain
 
 
 def test_student_trained_on_cached_teacher_logits_moves_toward_the_teacher(tiny_qa_checkpoint, mpnet_teacher,
