@@ -25,11 +25,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     yaml = None
 
 
-def window_config(args: argparse.Namespace) -> WindowConfig:
-    """The run's window geometry, as recorded in squad_qa.json (training_args) and read back by the reader."""
-    return WindowConfig(args.max_seq_length, args.doc_stride, args.max_query_length)
-
-
 class UsageError(ValueError):
     """Inconsistent flags, missing files, refused combinations: reported before any work is done."""
 
@@ -266,7 +261,7 @@ def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
         except LogitsFileError as e:
             errors.append(f"--teacher {teacher}: neither a QA model folder nor a logits file: {e}")
             return
-        differ = geometry_differences(meta, window_config(args).to_dict())
+        differ = geometry_differences(meta, WindowConfig.from_args(args).to_dict())
         if differ:
             errors.append(f"--teacher {teacher}: its logits are of other windows: " + ", ".join(differ))
         if args.teacher_cache_dir is not None:
@@ -308,7 +303,7 @@ def validate_args(args: argparse.Namespace) -> None:
         v = getattr(args, flag)
         need(v is None or v >= 1, f"--{flag} must be >= 1")
     if all(getattr(args, f) >= 1 for f in ("max_seq_length", "doc_stride", "max_query_length")):
-        problems = window_config(args).problems()
+        problems = WindowConfig.from_args(args).problems()
         if problems:
             errors.append("--max_seq_length/--doc_stride/--max_query_length: " + "; ".join(problems))
     need(args.learning_rate > 0, "--learning_rate must be > 0")

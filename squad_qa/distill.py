@@ -48,7 +48,7 @@ import argparse
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -59,7 +59,8 @@ from transformers import AutoTokenizer
 
 from squad_qa.batching import collate, model_input_names, predict_logits
 from squad_qa.checksums import file_sha256, read_checksums
-from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, save_window_logits, to_float16)
+from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, save_window_logits, to_float16,
+                                 window_qas_ids)
 from squad_qa.model_dir import load_qa_model, weight_files
 from squad_qa.runtime import autocast_context, main_process_first
 from squad_qa.windows import WindowConfig
@@ -277,14 +278,10 @@ class LiveTeacher:
         return self.scorer.logits(self.features, rows, width)
 
 
-def _window(args: argparse.Namespace) -> dict[str, int]:
-    return WindowConfig(args.max_seq_length, args.doc_stride, args.max_query_length).to_dict()
-
-
-def _read(path: Path, features, qas_ids: Sequence[str], args) -> CachedTeacher:
+def _read(path: Path, features, qas_ids: Sequence[str], window: Mapping[str, int]) -> CachedTeacher:
     """A logits file's rows for these training windows; any problem with it is a one-line TeacherCacheError."""
     try:
-        return CachedTeacher(load_window_logits(path).aligned_to(features, qas_ids, _window(args)))
+        return CachedTeacher(load_window_logits(path).aligned_to(features, qas_ids, window))
     except LogitsFileError as e:
         raise TeacherCacheError(f"--teacher {e}") from None
 
@@ -296,10 +293,11 @@ def teacher_for_training(args: argparse.Namespace, rt, examples, features, token
     """
     teacher = Path(args.teacher)
     qas_ids = [ex.qas_id for ex in examples]
+    window = WindowConfig.from_args(args).to_dict()
     amp = lambda: autocast_context(args, rt.device)  # noqa: E731 (a fresh context per forward)
     if teacher.is_file():
         logger.info("teacher logits from %s", teacher)
-        return _read(teacher, features, qas_ids, args)
+        return _read(teacher, features, qas_ids, window)
     if args.teacher_mode == "live":
         logger.info("teacher %s runs alongside the student (live)", teacher)
         return LiveTeacher(TeacherModel.load(teacher, features.input_ids, tokenizer, device=rt.device, amp=amp),
@@ -311,17 +309,18 @@ def teacher_for_training(args: argparse.Namespace, rt, examples, features, token
     with main_process_first(rt, cache_dir):
         if path is not None and path.is_file():
             logger.info("teacher logits: cached in %s", path)
-            return _read(path, features, qas_ids, args)
+            return _read(path, features, qas_ids, window)
         logger.info("teacher logits: running %s over %d training windows", teacher, len(features))
         start, end = compute_teacher_logits(teacher, features, tokenizer, batch_size=args.per_device_eval_batch_size,
                                             device=rt.device, amp=amp, show_progress=rt.is_main)
         if rt.device.type == "cuda":
             torch.cuda.empty_cache()  # the teacher is gone: give its memory back before the student trains
+        # float16, as the cache file holds them: a run that computes the logits trains on what a resumed run reads
+        start, end = to_float16(start), to_float16(end)
         if path is not None and rt.is_main:
-            save_window_logits(path, start, end, features, qas_ids, window=_window(args), models=[teacher],
+            save_window_logits(path, start, end, features, qas_ids, window=window, models=[teacher],
                                squad_file=args.train_file, extra={"teacher": fingerprint})
             logger.info("teacher logits cached in %s", path)
-    # float16, as the cache file holds them: a run that computes the logits trains on what a resumed run reads
-    return CachedTeacher(WindowLogits(torch.from_numpy(to_float16(start)), torch.from_numpy(to_float16(end)),
-                                      features.seq_len, [qas_ids[int(e)] for e in features.example_index],
-                                      features.doc_span_index, {k: str(v) for k, v in _window(args).items()}))
+    return CachedTeacher(WindowLogits(torch.from_numpy(start), torch.from_numpy(end), features.seq_len,
+                                      window_qas_ids(qas_ids, features.example_index), features.doc_span_index,
+                                      {k: str(v) for k, v in window.items()}))

@@ -21,6 +21,7 @@ from squad_qa.features import convert_examples_to_features
 from squad_qa.metrics import evaluate_v1, evaluate_v2
 from squad_qa.postprocess import postprocess_predictions, write_predictions
 from squad_qa.runtime import Runtime, autocast_context, main_process_first
+from squad_qa.windows import WindowConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,8 @@ def load_eval_data(args: argparse.Namespace, tokenizer, rt: Runtime, limit: int 
         examples = examples[:limit]
     with main_process_first(rt, args.cache_dir):
         features = convert_examples_to_features(
-            examples, tokenizer, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
-            max_query_length=args.max_query_length, is_training=False, cache_dir=args.cache_dir,
-            show_progress=rt.is_main)
+            examples, tokenizer, **WindowConfig.from_args(args).to_dict(), is_training=False,
+            cache_dir=args.cache_dir, show_progress=rt.is_main)
     dataset = _restrict_dataset(data, {e.qas_id for e in examples})
     logger.info("eval: %d questions -> %d features (%s)", len(examples), len(features), args.predict_file)
     return EvalData(examples, features, dataset)

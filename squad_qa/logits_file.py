@@ -71,8 +71,16 @@ def geometry_differences(theirs: Mapping[str, Any], ours: Mapping[str, int]) -> 
 
 
 def to_float16(logits: np.ndarray) -> np.ndarray:
-    """float16 with the out-of-range clamped (float16 tops out at 65504; a -inf mask value would stay -inf)."""
+    """float16 with the out-of-range clamped (float16 tops out at 65504; a -inf mask value would stay -inf).
+    Float16 input is returned as it is (already in range)."""
+    if isinstance(logits, np.ndarray) and logits.dtype == np.float16:
+        return logits
     return np.clip(np.asarray(logits, dtype=np.float32), -_F16_MAX, _F16_MAX).astype(np.float16)
+
+
+def window_qas_ids(qas_ids: Sequence[str], example_index: np.ndarray) -> list[str]:
+    """Each window's question id (``example_index`` indexes ``qas_ids``)."""
+    return [qas_ids[int(e)] for e in example_index]
 
 
 def save_window_logits(path: str | Path, start_logits: np.ndarray, end_logits: np.ndarray, features,
@@ -162,7 +170,7 @@ class WindowLogits:
         row_of = {(q, int(d)): r for r, (q, d) in enumerate(zip(self.qas_ids, self.doc_span_index))}
         if len(row_of) != len(self):
             raise LogitsFileError(f"{self.where}: a (question id, window) pair appears twice")
-        want_q = [qas_ids[int(e)] for e in features.example_index]
+        want_q = window_qas_ids(qas_ids, features.example_index)
         rows = np.fromiter((row_of.get((q, int(d)), -1) for q, d in zip(want_q, features.doc_span_index)),
                            dtype=np.int64, count=len(features))
         absent = np.flatnonzero(rows < 0)
@@ -212,5 +220,5 @@ def load_window_logits(path: str | Path) -> WindowLogits:
     if n and (example_index.min() < 0 or example_index.max() >= len(qas_ids)):
         raise LogitsFileError(f"{path}: example_index outside its {len(qas_ids)} question ids")
     return WindowLogits(start.to(torch.float16), end.to(torch.float16), t["seq_len"].numpy().astype(np.int32),
-                        [qas_ids[int(e)] for e in example_index], t["doc_span_index"].numpy().astype(np.int32),
+                        window_qas_ids(qas_ids, example_index), t["doc_span_index"].numpy().astype(np.int32),
                         meta, path)

@@ -58,7 +58,7 @@ from squad_qa.checkpoint import (CHECKPOINT_PREFIX, TrainState, check_checkpoint
                                  find_latest_checkpoint, latest_intact_checkpoint, load_checkpoint,
                                  remove_previous_run, restore_rng, save_checkpoint, save_model_dir)
 from squad_qa.checksums import ChecksumError
-from squad_qa.config import UsageError, parse_args, validate_args, window_config
+from squad_qa.config import UsageError, parse_args, validate_args
 from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.distill import TeacherCacheError, teacher_for_training
 from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
@@ -70,6 +70,7 @@ from squad_qa.losses import check_train_targets, compute_loss
 from squad_qa.optim import build_optimizer, build_scheduler, reinit_top_layers
 from squad_qa.run_log import Interval, MetricsLog, NonFiniteLossError
 from squad_qa.runtime import Runtime, autocast_context, main_process_first, set_seed, setup_logging, setup_runtime
+from squad_qa.windows import WindowConfig
 
 logger = logging.getLogger("squad_qa.train" if __name__ == "__main__" else __name__)
 
@@ -85,9 +86,8 @@ def load_train_features(args: argparse.Namespace, tokenizer, rt: Runtime):
         examples = examples[:args.max_train_samples]
     with main_process_first(rt, args.cache_dir):
         features = convert_examples_to_features(
-            examples, tokenizer, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
-            max_query_length=args.max_query_length, is_training=True, cache_dir=args.cache_dir,
-            show_progress=rt.is_main)
+            examples, tokenizer, **WindowConfig.from_args(args).to_dict(), is_training=True,
+            cache_dir=args.cache_dir, show_progress=rt.is_main)
     logger.info("train: %d questions -> %d features (%s)", len(examples), len(features), args.train_file)
     return examples, features
 
@@ -397,7 +397,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         if not getattr(tokenizer, "is_fast", False):
             raise UsageError(f"{model_path}: a fast tokenizer (tokenizer.json) is required for the character offsets")
         # validate_args checked the windows against BERT's 3 special tokens; RoBERTa / MPNet put 4 in each window.
-        problems = window_config(args).problems(n_special=special_layout(tokenizer).n_special)
+        problems = WindowConfig.from_args(args).problems(n_special=special_layout(tokenizer).n_special)
         if problems:
             raise UsageError(f"--max_seq_length/--doc_stride/--max_query_length with {model_path}'s tokenizer: "
                              + "; ".join(problems))

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from squad_qa.run_record import run_args
 
+BERT_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
+
 
 @dataclass(frozen=True)
 class WindowConfig:
@@ -27,7 +29,7 @@ class WindowConfig:
     doc_stride: int = 128
     max_query_length: int = 64
 
-    def problems(self, max_positions: int | None = None, n_special: int = 3) -> list[str]:
+    def problems(self, max_positions: int | None = None, n_special: int = BERT_SPECIAL_TOKENS) -> list[str]:
         """What makes windows impossible with this geometry (empty when usable). ``max_positions``:
         the model's number of position embeddings, when known; ``n_special``: special tokens in a
         window (3 for BERT, 4 for RoBERTa / MPNet: ``SpecialLayout.n_special``)."""
@@ -52,7 +54,7 @@ class WindowConfig:
                        f"position embeddings")
         return out
 
-    def validate(self, max_positions: int | None = None, n_special: int = 3) -> WindowConfig:
+    def validate(self, max_positions: int | None = None, n_special: int = BERT_SPECIAL_TOKENS) -> WindowConfig:
         """Raise one ValueError naming every problem (see :meth:`problems`); return self otherwise."""
         problems = self.problems(max_positions, n_special)
         if problems:
@@ -61,6 +63,11 @@ class WindowConfig:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    @classmethod
+    def from_args(cls, args: Any) -> WindowConfig:
+        """A run's geometry from its parsed run_squad flags (--max_seq_length, --doc_stride, --max_query_length)."""
+        return cls(args.max_seq_length, args.doc_stride, args.max_query_length)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any] | None, **overrides: int | None) -> WindowConfig:
@@ -109,7 +116,6 @@ class SpecialLayout:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
 
-BERT_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 
 
 def context_room(max_seq_length: int, query_len: int, n_special: int = BERT_SPECIAL_TOKENS) -> int:
