@@ -173,20 +173,24 @@ class WindowLogits:
         want_q = window_qas_ids(qas_ids, features.example_index)
         rows = np.fromiter((row_of.get((q, int(d)), -1) for q, d in zip(want_q, features.doc_span_index)),
                            dtype=np.int64, count=len(features))
+
+        def first(bad: np.ndarray) -> tuple[int, str]:
+            i = int(bad[0])
+            return i, f"question {want_q[i]} window {int(features.doc_span_index[i])}"
+
         absent = np.flatnonzero(rows < 0)
         if absent.size:
-            i = int(absent[0])
             raise LogitsFileError(
-                f"{self.where} lacks {absent.size} of these {len(features)} windows (first: question "
-                f"{want_q[i]} window {int(features.doc_span_index[i])}); it holds {len(self)} windows of "
-                f"{len(set(self.qas_ids))} questions from {self.meta.get('squad_file', 'an unnamed file')}")
+                f"{self.where} lacks {absent.size} of these {len(features)} windows (first: {first(absent)[1]}); "
+                f"it holds {len(self)} windows of {len(set(self.qas_ids))} questions from "
+                f"{self.meta.get('squad_file', 'an unnamed file')}")
         other = np.flatnonzero(self.seq_len[rows] != features.seq_len)
         if other.size:
-            i = int(other[0])
+            i, which = first(other)
             raise LogitsFileError(
-                f"{self.where}: {other.size} windows differ in length from these (first: question {want_q[i]} "
-                f"window {int(features.doc_span_index[i])}: {int(self.seq_len[rows[i]])} tokens there, "
-                f"{int(features.seq_len[i])} here); were they cut by another tokenizer?")
+                f"{self.where}: {other.size} windows differ in length from these (first: {which}: "
+                f"{int(self.seq_len[rows[i]])} tokens there, {int(features.seq_len[i])} here); were they cut by "
+                f"another tokenizer?")
         if np.array_equal(rows, np.arange(len(self))):
             return self
         take = torch.from_numpy(rows)
