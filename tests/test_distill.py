@@ -55,13 +55,15 @@ def train_data(student_tok):
 
 
 def _mpnet_like_tokenizer(student_tok, drop: tuple[str, ...] = ()):
-    """MPNet's specials at ids 0-3, then the student's pieces (minus its specials and ``drop``), ids shifted."""
+    """MPNet's specials at ids 0-3, then every student piece but ``drop`` at its id + 4, BERT's own [CLS] / [SEP] /
+    [PAD] / [UNK] included, as in the real all-mpnet-base-v2 vocabulary: a mapping that only renamed the specials
+    would put every other token on the wrong id."""
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
     for piece, _ in sorted(student_tok.get_vocab().items(), key=lambda kv: kv[1]):
-        if piece not in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") and piece not in drop:
+        if piece not in drop:
             vocab[piece] = len(vocab)
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordPiece(vocab, unk_token="<unk>")),
                                    bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
@@ -305,7 +307,7 @@ def test_student_trained_on_cached_teacher_logits_moves_toward_the_teacher(tiny_
     after = _kl_to_teacher(out, features, logits)
     print(f"KL(teacher || student) over the {len(features)} training windows: before {before:.4f}, "
           f"after {after:.4f}")
-    assert after < 0.25 * before  # measured: 2.30 -> 0.14
+    assert after < 0.25 * before  # measured: 2.40 -> 0.18
     info = json.loads((out / "squad_qa.json").read_text())["training_args"]
     assert info["teacher"] == str(mpnet_teacher) and info["kd_alpha"] == 1.0
 
