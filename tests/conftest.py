@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 # The SQuAD files: ../shared/squad beside the checkout (CI has it there), or $SQUAD_DIR.
 SQUAD_DIR = Path(os.environ.get("SQUAD_DIR", Path(__file__).resolve().parents[2] / "shared" / "squad"))
+TINY_SQUAD = Path(__file__).resolve().parent / "fixtures" / "tiny_squad.json"  # the training tests' data
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +107,33 @@ def load_script(path: str | Path):
     sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_args(model: Path, out: Path, *extra: str, train_file: Path = TINY_SQUAD) -> list[str]:
+    """train.py's flags for a tiny training run (``extra`` after them: a repeated flag wins)."""
+    return ["--model_name_or_path", str(model), "--train_file", str(train_file), "--output_dir", str(out),
+            "--max_seq_length", "128", "--doc_stride", "48", "--per_device_train_batch_size", "4",
+            "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "0", "--seed", "7",
+            "--do_train", *extra]
+
+
+def metrics_rows(out: Path) -> list[dict]:
+    """A run's metrics.jsonl, one dict per line."""
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path: Path) -> dict:
+    """A model folder's model.safetensors, as tensors."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def max_diff(a: dict, b: dict, key_part: str = "") -> float:
+    """The largest absolute difference between two state dicts over the keys containing ``key_part``."""
+    keys = [k for k in a if key_part in k]
+    assert keys and set(a) == set(b)
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in keys)
 
 
 def window_mask(seq_lens: list[int], width: int, context_start: int):

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoTokenizer, MPNetConfig, MPNetForQuestionAnswering, PreTrainedTokenizerFast
 
 import squad_qa
+from conftest import run_args
 from squad_qa.batching import collate, model_input_names
 from squad_qa.data import read_squad_examples
 from squad_qa.ensemble import EnsembleError
@@ -216,10 +217,8 @@ def test_train_py_fine_tunes_an_mpnet_encoder_and_the_reader_serves_it(mpnet_dir
     from squad_qa.train import main as train_main
 
     out = tmp_path / "run"
-    rc = train_main(["--model_name_or_path", str(mpnet_dir), "--train_file", str(SQUAD), "--output_dir", str(out),
-                     "--max_seq_length", "128", "--doc_stride", "48", "--per_device_train_batch_size", "4",
-                     "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "0", "--seed", "7",
-                     "--do_train", "--max_steps", "2", "--do_eval", "--predict_file", str(SQUAD)])
+    rc = train_main(run_args(mpnet_dir, out, "--max_steps", "2", "--do_eval", "--predict_file", str(SQUAD),
+                             train_file=SQUAD))
     assert rc in (0, None)
     assert json.loads((out / "eval_results.json").read_text())["f1"] >= 0
     reader = QAReader.from_pretrained(out, device="cpu")
@@ -235,8 +234,7 @@ def test_train_py_refuses_a_stride_that_leaves_no_room_for_mpnets_fourth_special
     from squad_qa.train import main as train_main
 
     out = tmp_path / "run"
-    rc = train_main(["--model_name_or_path", str(mpnet_dir), "--train_file", str(SQUAD), "--output_dir", str(out),
-                     "--max_seq_length", "128", "--doc_stride", "60", "--do_train", "--max_steps", "1"])
+    rc = train_main(run_args(mpnet_dir, out, "--doc_stride", "60", "--max_steps", "1", train_file=SQUAD))
     assert rc == 2
     assert "doc_stride (60) must be in 1..59" in caplog.text
     assert not out.exists()

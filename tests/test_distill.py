@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import squad_qa
 import squad_qa.distill as distill_module
-from conftest import torchrun_train, window_mask
+from conftest import max_diff, metrics_rows, run_args, torchrun_train, weights, window_mask
 from squad_qa.batching import predict_logits
 from squad_qa.checksums import file_sha256, write_checksums
 from squad_qa.data import read_squad_examples
@@ -29,7 +29,7 @@ from squad_qa.distill import (CachedTeacher, LiveTeacher, TeacherCacheError, Tea
                               map_student_ids, teacher_fingerprint)
 from squad_qa.logits_file import WindowLogits, load_window_logits
 from squad_qa.features import convert_examples_to_features
-from squad_qa.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss
+from squad_qa.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss, span_valid_mask
 from squad_qa.train import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
@@ -259,10 +259,9 @@ def test_teacher_logits_line_up_with_the_student_windows(student_tok, train_data
 
 
 def _run_args(model: Path, out: Path, *extra: str) -> list[str]:
-    return ["--model_name_or_path", str(model), "--train_file", str(FIXTURE), "--output_dir", str(out),
-            "--max_seq_length", str(SEQ), "--doc_stride", str(STRIDE), "--per_device_train_batch_size", "4",
-            "--learning_rate", "2e-3", "--logging_steps", "1", "--save_steps", "0", "--seed", "7",
-            "--max_train_samples", str(SAMPLES), "--do_train", *extra]
+    """conftest's tiny run on this module's windows and first SAMPLES questions, at a higher rate."""
+    return run_args(model, out, "--max_seq_length", str(SEQ), "--doc_stride", str(STRIDE), "--learning_rate", "2e-3",
+                    "--max_train_samples", str(SAMPLES), *extra)
 
 
 def _kl_to_teacher(model_dir: Path, features, logits: WindowLogits) -> float:
@@ -270,7 +269,7 @@ def _kl_to_teacher(model_dir: Path, features, logits: WindowLogits) -> float:
 
     model = load_qa_model(model_dir, trained_head=False)
     s, e = predict_logits(model, features, np.arange(len(features)), 8, torch.device("cpu"))
-    mask = torch.from_numpy(features.p_mask == 0) & torch.from_numpy(features.attention_mask != 0)
+    mask = span_valid_mask(torch.from_numpy(features.p_mask), torch.from_numpy(features.attention_mask))
     return float(kd_span_loss(torch.from_numpy(s), torch.from_numpy(e), logits.start.float(), logits.end.float(),
                               mask, 1.0))
 
@@ -320,8 +319,8 @@ def test_student_trained_on_cached_teacher_logits_moves_toward_the_teacher(tiny_
                               "--max_steps", "2")) == 0
     assert "teacher logits: cached in" in caplog.text and f"teacher logits from {files[0]}" in caplog.text
     assert files[0].stat().st_mtime_ns == mtime
-    rows2 = [json.loads(x) for x in (tmp_path / "kd2" / "metrics.jsonl").read_text().splitlines()]
-    rows3 = [json.loads(x) for x in (tmp_path / "kd3" / "metrics.jsonl").read_text().splitlines()]
+    rows2 = metrics_rows(tmp_path / "kd2")
+    rows3 = metrics_rows(tmp_path / "kd3")
     assert rows2[0]["loss"] == rows3[0]["loss"]  # same logits, same default alpha/temperature
 
     # fewer questions: their own windows are found in the file; other windows (another --doc_stride) are refused
@@ -361,8 +360,8 @@ def test_kd_half_and_half_runs_writes_metrics_and_differs_from_plain_training(ti
     assert (out / "eval_results.json").is_file()
     assert list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))  # default: --cache_dir
     assert main(_run_args(tiny_qa_checkpoint, plain, "--max_steps", "2")) == 0
-    kd_rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-    plain_rows = [json.loads(x) for x in (plain / "metrics.jsonl").read_text().splitlines()]
+    kd_rows = [r for r in metrics_rows(out) if "loss" in r]
+    plain_rows = metrics_rows(plain)
     assert len(kd_rows) == 2 and all(np.isfinite(r["loss"]) for r in kd_rows)
     assert kd_rows[0]["loss"] != pytest.approx(plain_rows[0]["loss"], rel=1e-4)
 
@@ -389,7 +388,7 @@ def test_live_teacher_scores_each_batch_as_the_cache_does(tiny_qa_checkpoint, mp
         out = tmp_path / mode
         assert main(_run_args(tiny_qa_checkpoint, out, "--teacher", str(mpnet_teacher), "--teacher_mode", mode,
                               "--cache_dir", str(tmp_path / "cache"), "--max_steps", "3")) == 0
-        runs[mode] = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+        runs[mode] = [r["loss"] for r in metrics_rows(out) if "loss" in r]
     assert len(runs["live"]) == 3
     assert runs["live"] == pytest.approx(runs["cached"], rel=2e-3)
     assert len(list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))) == 1  # only the cached run wrote
@@ -413,8 +412,7 @@ def test_an_ensembles_saved_logits_teach_like_its_folder(tiny_qa_checkpoint, ber
         out = tmp_path / name
         assert main(_run_args(tiny_qa_checkpoint, out, "--teacher", str(teacher), "--max_steps", "2",
                               "--kd_alpha", "1.0")) == 0
-        losses[name] = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()
-                        if '"loss"' in x]
+        losses[name] = [r["loss"] for r in metrics_rows(out) if "loss" in r]
     assert losses["file"] == pytest.approx(losses["folder"], rel=1e-3)
     assert len(losses["ensemble"]) == 2 and all(np.isfinite(losses["ensemble"]))
     assert losses["ensemble"][0] != pytest.approx(losses["folder"][0], rel=1e-3)  # another teacher: the mean
@@ -449,8 +447,6 @@ def test_bad_kd_flags_are_refused_before_any_work(tiny_qa_checkpoint, tmp_path, 
 
 @pytest.mark.parametrize("mode", ["cached", "live"])
 def test_killed_kd_run_resumes_to_the_same_weights(tiny_qa_checkpoint, mpnet_teacher, tmp_path, mode):
-    from safetensors.torch import load_file
-
     where = ["--teacher_cache_dir", str(tmp_path / "cache")] if mode == "cached" else []
     common = ["--teacher", str(mpnet_teacher), "--teacher_mode", mode, *where, "--max_steps", "4",
               "--save_steps", "2", "--rdrop_alpha", "0.5", "--label_smoothing", "0.1"]
@@ -458,8 +454,7 @@ def test_killed_kd_run_resumes_to_the_same_weights(tiny_qa_checkpoint, mpnet_tea
     assert main(_run_args(tiny_qa_checkpoint, full, *common)) == 0
     assert main(_run_args(tiny_qa_checkpoint, killed, *common, "--stop_after_steps", "2")) == 0
     assert main(_run_args(tiny_qa_checkpoint, killed, *common, "--resume_from_checkpoint", "latest")) == 0
-    a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    assert max_diff(weights(full), weights(killed)) <= 1e-6
 
 
 def test_torchrun_two_processes_share_one_teacher_cache(tiny_qa_checkpoint, mpnet_teacher, tmp_path):
@@ -478,5 +473,5 @@ def test_torchrun_two_processes_each_run_a_live_teacher(tiny_qa_checkpoint, mpne
                                    "--teacher_mode", "live", "--cache_dir", str(tmp_path / "cache")))
     assert "world size 2" in log and "runs alongside the student (live)" in log
     assert not list((tmp_path / "cache").glob("teacher-logits-*"))  # live: nothing cached
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    rows = [r for r in metrics_rows(out) if "loss" in r]
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)

@@ -9,7 +9,6 @@ from squad_qa import features as F
 from squad_qa.data import make_example, read_squad_examples
 from squad_qa.feature_store import SquadFeatures
 from squad_qa.features import convert_examples_to_features
-from squad_qa.windows import WindowConfig
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +229,6 @@ def test_parameters_validated_up_front(tok, args, match):
 def test_max_seq_length_checked_against_model_positions(tok):
     with pytest.raises(ValueError, match="exceeds the model's 512 position"):
         convert_examples_to_features([make_example("q", "a?", "b.")], tok, max_seq_length=600, show_progress=False)
-    with pytest.raises(ValueError, match="exceeds the model's 128 position"):
-        WindowConfig(256, 64, 32).validate(max_positions=128)
 
 
 def test_slow_tokenizer_refused():

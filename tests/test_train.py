@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, torchrun_train
+from conftest import load_script, max_diff, metrics_rows, run_args, torchrun_train, weights
 from safetensors.torch import load_file
 
 from squad_qa.config import parse_args
@@ -46,27 +46,6 @@ def nodrop_model(tmp_path_factory) -> Path:
     BertForQuestionAnswering(config).save_pretrained(out)
     AutoTokenizer.from_pretrained(str(squad_qa.default_base_model_path())).save_pretrained(out)
     return out
-
-
-def run_args(model: Path, out: Path, *extra: str, train_file: Path = FIXTURE) -> list[str]:
-    return ["--model_name_or_path", str(model), "--train_file", str(train_file), "--output_dir", str(out),
-            "--max_seq_length", "128", "--doc_stride", "48", "--per_device_train_batch_size", "4",
-            "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "0", "--seed", "7",
-            "--do_train", *extra]
-
-
-def metrics_rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path / "model.safetensors"))
-
-
-def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], key_part: str = "") -> float:
-    keys = [k for k in a if key_part in k]
-    assert keys and set(a) == set(b)
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in keys)
 
 
 # ---------------------------------------------------------------------------------------------------------
