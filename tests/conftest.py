@@ -97,11 +97,11 @@ def torchrun_train(train_args: list[str], nproc: int = 2, timeout: float = 240) 
 
 
 def load_script(path: str | Path):
-    """A script (scripts/ is not a package; a fixture maker) as a module, registered in sys.modules (dataclasses
-    defined in it need that)."""
+    """A script as a module (scripts/ is not a package): a bare name is ``scripts/<name>.py``, else a path (a
+    fixture maker). Registered in sys.modules: dataclasses defined in it need that."""
     import importlib.util
 
-    path = Path(path)
+    path = Path(path) if Path(path).suffix == ".py" else Path(__file__).resolve().parents[1] / "scripts" / f"{path}.py"
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module

@@ -20,12 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
 
 
-def _load_script(name: str):
-    """scripts/<name>.py as a module."""
-    return load_script(REPO / "scripts" / f"{name}.py")
-
-
-ablate = _load_script("ablate")
+ablate = load_script("ablate")
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +133,10 @@ def test_experiment_configs_are_valid_flags(tmp_path):
         validate_args(args)
 
 
-def _export_module():
-    return _load_script("export_fp16")
-
-
 def test_export_fp16_roundtrip(tiny_model, tmp_path, capsys):
     from transformers import AutoModelForQuestionAnswering
 
-    exp = _export_module()
+    exp = load_script("export_fp16")
     (tiny_model / "squad_qa.json").write_text(json.dumps({"global_step": 7, "weights": "ema",
                                                           "metrics": {"exact_match": 50.0, "f1": 60.5,
                                                                       "num_questions": 4}}))

@@ -22,7 +22,6 @@ from squad_qa.config import parse_args
 from squad_qa.batching import LengthGroupedBatchSampler
 from squad_qa.train import main
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
 FIXTURE_V2 = Path(__file__).parent / "fixtures" / "tiny_squad_v2.json"
 CHECKPOINT_0_1 = Path(__file__).parent / "fixtures" / "checkpoint_0_1"
@@ -200,16 +199,12 @@ def test_tricks_compose_and_eval_steps_keeps_the_best(tiny_qa_checkpoint, tmp_pa
     assert json.loads((out / "squad_qa.json").read_text())["weights"] == "ema"
 
     # scripts/plot_metrics.py reads the same log (the plot itself needs matplotlib; without it: a clear message)
-    plot = _load_script("plot_metrics")
+    plot = load_script("plot_metrics")
     train_rows, eval_rows = plot.load_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4] and len(eval_rows) == 2
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     assert plot.main([str(out / "metrics.jsonl"), "-o", str(tmp_path / "plot.png")]) == 1
     assert "needs matplotlib, which is not installed" in capsys.readouterr().err
-
-
-def _load_script(name: str):
-    return load_script(REPO / "scripts" / f"{name}.py")
 
 
 def test_version_2_trains_and_scores_with_impossible_questions(tiny_qa_checkpoint, tmp_path):
