@@ -27,13 +27,13 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN/inf; the run stops without saving the poisoned weights."""
 
 
-def _parses(line: str) -> bool:
-    """A complete JSON line (a run killed mid-write can leave the last one cut short)."""
+def _row(line: str) -> dict[str, Any] | None:
+    """A complete JSON row, or None (a run killed mid-write can leave the last line cut short)."""
     try:
-        json.loads(line)
-        return bool(line.strip())
+        row = json.loads(line)
     except json.JSONDecodeError:
-        return False
+        return None
+    return row if isinstance(row, dict) else None
 
 
 class MetricsLog:
@@ -55,7 +55,7 @@ class MetricsLog:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
+                    if (row := _row(line)) is not None and row.get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         if SummaryWriter is not None:
             self.tb = SummaryWriter(log_dir=str(output_dir / "runs"))
