@@ -106,7 +106,7 @@ class QAReader:
         model_dirs: Sequence[Path] | None = None,
     ) -> None:
         # Bad window geometry should stop the server from starting, not fail every request.
-        WindowConfig(max_seq_length, doc_stride, max_query_length).validate(
+        self.window = WindowConfig(max_seq_length, doc_stride, max_query_length).validate(
             getattr(getattr(model, "config", None), "max_position_embeddings", None),
             special_layout(tokenizer).n_special)
         self.model = model.eval()
@@ -114,9 +114,6 @@ class QAReader:
         self.model_dir = model_dir
         # Every model folder behind the reader: one, or an ensemble's members (model_dir: the first).
         self.model_dirs = list(model_dirs) if model_dirs else ([model_dir] if model_dir else [])
-        self.max_seq_length = max_seq_length
-        self.doc_stride = doc_stride
-        self.max_query_length = max_query_length
         self.quantized = quantized  # "int8" when quantize_model() was applied
         self.n_best_size = n_best_size
         self.null_score_diff_threshold = null_score_diff_threshold
@@ -136,6 +133,19 @@ class QAReader:
         # The window inputs the model's forward takes (no token_type_ids for MPNet-like models):
         # decided once here, for every batch.
         self.input_names = model_input_names(self.model)
+
+    # The window geometry's three numbers, read where callers expect them (the service's /info, ensembles).
+    @property
+    def max_seq_length(self) -> int:
+        return self.window.max_seq_length
+
+    @property
+    def doc_stride(self) -> int:
+        return self.window.doc_stride
+
+    @property
+    def max_query_length(self) -> int:
+        return self.window.max_query_length
 
     @property
     def compiled(self) -> bool:
@@ -243,8 +253,7 @@ class QAReader:
         model = ModelEnsemble([m.model for m in members])
         return cls._build(model, first.tokenizer, device=first.device, quantize=quantize, dtype=dtype,
                           compile=compile, model_dir=first.model_dir, model_dirs=[m.model_dir for m in members],
-                          max_seq_length=first.max_seq_length, doc_stride=first.doc_stride,
-                          max_query_length=first.max_query_length, record=first.record, **kwargs)
+                          **first.window.to_dict(), record=first.record, **kwargs)
 
     def compile(self) -> "QAReader":
         """Run the forward pass through torch.compile (``compile_for_inference``) from now on, and
@@ -281,9 +290,7 @@ class QAReader:
             "name": self.name,
             "base": str(base) if base else None,
             "architecture": type(self.model).__name__,
-            "max_seq_length": self.max_seq_length,
-            "doc_stride": self.doc_stride,
-            "max_query_length": self.max_query_length,
+            **self.window.to_dict(),
             "metrics": self.record.get("metrics") or None,
             "note": self.record.get("note"),
             "quantized": self.quantized,
@@ -298,9 +305,7 @@ class QAReader:
         return convert_examples_to_features(
             examples,
             self.tokenizer,
-            max_seq_length=self.max_seq_length,
-            doc_stride=self.doc_stride,
-            max_query_length=self.max_query_length,
+            **self.window.to_dict(),
             is_training=False,
             show_progress=show_progress,
         )
@@ -308,7 +313,7 @@ class QAReader:
     def count_windows(self, items: Sequence[QAItem]) -> list[int]:
         """Windows each item's context becomes (what answering it costs), without building them."""
         return windows_needed(self.tokenizer, [it.question for it in items], [it.context for it in items],
-                              self.max_seq_length, self.doc_stride, self.max_query_length)
+                              **self.window.to_dict())
 
     @torch.inference_mode()
     def predict_logits(self, features, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.inference import QAReader
 from squad_qa.logits_file import save_window_logits
-from squad_qa.model_dir import CheckpointError
 from squad_qa.postprocess import postprocess_predictions, write_predictions
 from squad_qa.speed import DTYPE_CHOICES, QUANTIZE_CHOICES
 
@@ -92,9 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_eval_samples:
         examples = examples[: args.max_eval_samples]
     try:
-        models = args.model or [None]
         reader = QAReader.from_pretrained(
-            models[0] if len(models) == 1 else models,
+            args.model,  # None: the shipped model; one folder; or several, an ensemble
             device=args.device,
             max_seq_length=args.max_seq_length,
             doc_stride=args.doc_stride,
@@ -106,10 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             compile=args.compile,
             packed=None if args.packing else False,
         )
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # window geometry that does not fit the model; models that cannot be ensembled
+    except ValueError as e:  # CheckpointError; window geometry that does not fit the model; an impossible ensemble
         print(f"error: {e}", file=sys.stderr)
         return 2
     logger.info("model %s; %d questions from %s", " + ".join(map(str, reader.model_dirs)), len(examples),
@@ -127,8 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.save_logits:
         paths["logits"] = save_window_logits(
             args.save_logits, start_logits, end_logits, features, [ex.qas_id for ex in examples],
-            window=dict(max_seq_length=reader.max_seq_length, doc_stride=reader.doc_stride,
-                        max_query_length=reader.max_query_length),
+            window=reader.window.to_dict(),
             models=reader.model_dirs, squad_file=args.predict_file)
     took = time.perf_counter() - t0
     print(f"{len(examples)} questions, {len(features)} windows, {took:.1f} s "
