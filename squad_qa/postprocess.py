@@ -215,7 +215,6 @@ def postprocess_predictions(
     # deduplication drops some of them; that (rare) question is then re-ranked from all its pairs.
     m = min(n_best_size, pairs.k * pairs.k)
     table = Ranking(pairs, *pooled_candidates(pairs, ex_of_feat, m), ex_of_feat)
-    truncated = pairs.ok.sum(axis=1) > m  # windows with pairs left out of the table
     lo, hi = table.bounds(questions)
     has_span = hi > lo
 
@@ -223,8 +222,7 @@ def postprocess_predictions(
     # would otherwise walk all the young objects over and over while they pile up.
     with _gc_paused():
         # the non-null n-best entries, flat, question by question in ranking order
-        q, texts, columns, n_reranked = dedup_nbest(table, lo, hi, contexts, n_best_size, pairs,
-                                                    ex_of_feat, questions, truncated, m)
+        q, texts, columns, n_reranked = dedup_nbest(table, lo, hi, questions, contexts, n_best_size, m)
         entries = _Entries(q, texts, *columns, n_questions=len(questions))
         best_text = np.full(len(questions), "", dtype=object)
         best_text[entries.q[entries.rank == 0]] = entries.text[entries.rank == 0]

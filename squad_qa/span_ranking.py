@@ -130,6 +130,7 @@ class Ranking:
     def __init__(self, pairs: WindowPairs, feat: np.ndarray, pair: np.ndarray,
                  ex_of_feat: np.ndarray) -> None:
         si, ei = pair // pairs.k, pair % pairs.k
+        self.pairs, self.ex_of_feat = pairs, ex_of_feat  # what a re-ranked question's walk goes back to
         self.ex = ex_of_feat[feat]
         self.feat = feat
         self.char_start = _take(pairs.s_char, feat, si)
@@ -164,13 +165,12 @@ class Ranking:
 _MIX = np.int64(-7046029254386353131)
 
 
-def dedup_nbest(table: Ranking, lo: np.ndarray, hi: np.ndarray, contexts: list[str],
-                 n_best_size: int, pairs: WindowPairs, ex_of_feat: np.ndarray,
-                 questions: np.ndarray, truncated: np.ndarray,
-                 m: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], int]:
+def dedup_nbest(table: Ranking, lo: np.ndarray, hi: np.ndarray, questions: np.ndarray, contexts: list[str],
+                 n_best_size: int, m: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], int]:
     """The non-null n-best entries of every question: their question numbers (ascending; each
     question's in rank order), texts, and [char_start, char_end, start_logit, end_logit] columns;
-    plus how many questions were re-ranked.
+    plus how many questions were re-ranked. ``table`` holds each window's ``m`` best pairs; ``lo``/``hi``
+    are its ``bounds(questions)``.
 
     Usually a question's n-best is simply the first n_best_size rows of its ranking. Only where
     those repeat a text (run_squad drops repeats) does a Python walk go further down the ranking.
@@ -190,6 +190,8 @@ def dedup_nbest(table: Ranking, lo: np.ndarray, hi: np.ndarray, contexts: list[s
         return q, texts, table.gather(rows), n_reranked
 
     # Those questions: walk down their ranking in Python; their entries replace their heads.
+    pairs, ex_of_feat = table.pairs, table.ex_of_feat
+    truncated = pairs.ok.sum(axis=1) > m  # windows with pairs left out of the table
     slow = np.zeros(len(lo), dtype=bool)
     slow[repeated] = True
     fast = ~slow[q]
