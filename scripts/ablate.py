@@ -38,7 +38,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from squad_qa.run_record import read_run_record  # noqa: E402 (torch-free: see METRICS_FILE)
+from squad_qa import run_record  # noqa: E402 (torch-free: this script runs where torch may be missing)
+from squad_qa.metrics import em_of, f1_of  # noqa: E402 (the scorer: standard library only)
+from squad_qa.run_record import METRICS_FILE, read_run_record  # noqa: E402
 
 # Named as when this was squad_qa/ablate.py: main() turns on INFO for "squad_qa", and a script's
 # __name__ is "__main__".
@@ -47,7 +49,6 @@ logger = logging.getLogger("squad_qa.ablate")
 TRAIN_SCRIPT = REPO / "scripts" / "train_squad.py"
 RUN_FILE = "ablate_run.json"
 EVAL_FILE = "eval_results.json"
-METRICS_FILE = "metrics.jsonl"  # squad_qa.run_log.METRICS_FILE (not imported: that would pull in torch here)
 RUN_DIR_RE = re.compile(r"^(?P<name>.+)-s(?P<seed>-?\d+)$")
 
 
@@ -172,7 +173,8 @@ def execute(plans: list[RunPlan], extra: list[str], time_budget: float | None = 
                   "command": shlex.join(r.cmd), "extra": extra, "concurrent_jobs": jobs}
         (p.out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         ev = json.loads((p.out / EVAL_FILE).read_text())
-        logger.info("%s: EM %.2f F1 %.2f in %.0f s", p.out.name, _em(ev), float(ev.get("f1", float("nan"))), wall)
+        logger.info("%s: EM %.2f F1 %.2f in %.0f s", p.out.name, em_of(ev, float("nan")),
+                    f1_of(ev, float("nan")), wall)
         outcome.done.append(p.out)
 
     while pending or running:
@@ -224,10 +226,6 @@ def execute(plans: list[RunPlan], extra: list[str], time_budget: float | None = 
 # Aggregating
 
 
-def _em(ev: dict[str, Any]) -> float:
-    return float(ev.get("exact_match", ev.get("exact", float("nan"))))
-
-
 @dataclass
 class RunResult:
     name: str
@@ -242,26 +240,13 @@ class RunResult:
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    """(training rows, eval rows) of a metrics.jsonl; a last line cut short by a kill is ignored."""
-    train, evals = [], []
+    """(training rows, eval rows) of a run's metrics.jsonl (``run_record.read_metrics``); none without one."""
     if not path.is_file():
-        return train, evals
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if lineno == len(lines):
-                logger.warning("%s:%d: incomplete last line ignored", path, lineno)
-                continue
-            raise AblationError(f"{path}:{lineno}: not JSON: {e}") from e
-        if "eval_f1" in row:
-            evals.append(row)
-        elif "loss" in row:
-            train.append(row)
-    return train, evals
+        return [], []
+    try:
+        return run_record.read_metrics(path)
+    except ValueError as e:
+        raise AblationError(str(e)) from None
 
 
 def read_run(path: Path) -> RunResult:
@@ -282,7 +267,7 @@ def read_run(path: Path) -> RunResult:
         steps = max(int(r["step"]) for r in train_rows)
     # Median over logging intervals: robust to the first interval (CUDA warm-up, feature conversion).
     sps = [float(r["samples_per_s"]) for r in train_rows if r.get("samples_per_s") is not None]
-    return RunResult(name=m["name"], seed=int(m["seed"]), exact_match=_em(ev), f1=float(ev["f1"]),
+    return RunResult(name=m["name"], seed=int(m["seed"]), exact_match=em_of(ev, float("nan")), f1=float(ev["f1"]),
                      steps=int(steps) if steps is not None else None, wall_s=run.get("wall_s"),
                      samples_per_s=statistics.median(sps) if sps else None, device=run.get("device", "unknown"),
                      eval_curve=[(int(r["step"]), float(r["eval_f1"])) for r in eval_rows])

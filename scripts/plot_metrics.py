@@ -7,28 +7,12 @@ Panels: training loss, learning rate, throughput (samples/s) and, if the run eva
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-def load_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    """(training rows, evaluation rows) of a metrics.jsonl; event rows (e.g. resume markers) are skipped."""
-    train, evals = [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not a JSON object: {e}") from e
-        if not isinstance(row, dict) or "step" not in row:
-            raise ValueError(f"{path}:{lineno}: expected an object with a 'step' field")
-        if "eval_f1" in row:
-            evals.append(row)
-        elif "loss" in row:
-            train.append(row)
-    return train, evals
+from squad_qa.run_record import read_metrics as load_metrics  # noqa: E402 (the one reader of metrics.jsonl)
 
 
 def main(argv: list[str] | None = None) -> int:

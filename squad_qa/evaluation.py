@@ -104,12 +104,3 @@ def evaluate(args: argparse.Namespace, rt: Runtime, model, data: EvalData,
         if output_dir is not None:
             write_predictions(result, output_dir)
     return metrics
-
-
-def f1_of(metrics: dict[str, Any]) -> float:
-    return float(metrics.get("f1", 0.0))
-
-
-def em_of(metrics: dict[str, Any]) -> float:
-    return float(metrics.get("exact_match", metrics.get("exact", 0.0)))
-

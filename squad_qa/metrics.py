@@ -183,6 +183,16 @@ def is_v2_dataset(dataset: Sequence[Mapping[str, Any]]) -> bool:
 # --------------------------------------------------------------------------- #
 
 
+def em_of(result: Mapping[str, Any], default: float = 0.0) -> float:
+    """A scorer result's exact match, v1 ("exact_match") or v2 ("exact")."""
+    return float(result.get("exact_match", result.get("exact", default)))
+
+
+def f1_of(result: Mapping[str, Any], default: float = 0.0) -> float:
+    """A scorer result's F1 (both versions call it "f1")."""
+    return float(result.get("f1", default))
+
+
 def score_v1(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str]) -> dict[str, float]:
     """evaluate_v1 without the checks and warnings (predictions already validated)."""
     # Mirrors evaluate-v1.1.py evaluate(): running sums in file order, missing -> 0 but counted.

@@ -16,11 +16,11 @@ try:  # optional: TensorBoard event files next to metrics.jsonl
 except ImportError:  # pragma: no cover - depends on the environment
     SummaryWriter = None
 
+from squad_qa.run_record import METRICS_FILE
 from squad_qa.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
 
 
 class NonFiniteLossError(RuntimeError):

@@ -61,7 +61,8 @@ from squad_qa.checksums import ChecksumError
 from squad_qa.config import UsageError, parse_args, validate_args
 from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.distill import TeacherCacheError, teacher_for_training
-from squad_qa.evaluation import EvalData, em_of, evaluate, f1_of, load_eval_data
+from squad_qa.evaluation import EvalData, evaluate, load_eval_data
+from squad_qa.metrics import em_of, f1_of
 from squad_qa.features import convert_examples_to_features, special_layout
 from squad_qa.batching import LengthGroupedBatchSampler, collate, model_input_names
 from squad_qa.model_dir import CheckpointError, load_qa_model
