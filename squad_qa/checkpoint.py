@@ -77,6 +77,26 @@ class TrainState:
     max_query_length: int = 0
     max_train_samples: int | None = None
 
+    # Everything that decides the batch order: resuming under other values would replay some data and skip the rest.
+    DATA_POSITION_KEYS = ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+                          "num_features", "group_by_length", "max_seq_length", "doc_stride", "max_query_length",
+                          "max_train_samples")
+
+    @classmethod
+    def for_run(cls, args, world_size: int, num_features: int, total_steps: int) -> TrainState:
+        """A fresh run's state: step 0, and the flags that fix its data order (``DATA_POSITION_KEYS``)."""
+        return cls(total_steps=total_steps, world_size=world_size, num_features=num_features,
+                   group_by_length=not args.no_group_by_length,
+                   **{k: getattr(args, k) for k in cls.DATA_POSITION_KEYS
+                      if k not in ("world_size", "num_features", "group_by_length")})
+
+    def data_position_mismatch(self, other: TrainState) -> str | None:
+        """The first data-order key whose value differs from ``other``'s (None when they all agree)."""
+        for key in self.DATA_POSITION_KEYS:
+            if getattr(self, key) != getattr(other, key):
+                return key
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 

@@ -133,14 +133,7 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.sampler) / args.gradient_accumulation_steps)
         total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
         self.steps_per_epoch = steps_per_epoch
-        self.state = TrainState(total_steps=total, world_size=rt.world_size,
-                                per_device_train_batch_size=args.per_device_train_batch_size,
-                                gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
-                                num_features=len(self.train_features),
-                                group_by_length=not args.no_group_by_length,
-                                max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
-                                max_query_length=args.max_query_length,
-                                max_train_samples=args.max_train_samples)
+        self.state = TrainState.for_run(args, rt.world_size, len(self.train_features), total)
         warmup = args.warmup_steps or math.ceil(args.warmup_ratio * total)
 
         self.optimizer = build_optimizer(self.model, args)
@@ -174,13 +167,10 @@ class Trainer:
     def resume(self, ckpt: Path, saved: TrainState) -> None:
         """Continue from ``ckpt``, whose files ``check_checkpoint`` has found intact (``saved``: its state)."""
         rt = self.rt
-        # Everything that decides the batch order: a mismatch would replay some data and skip the rest.
-        for key in ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
-                    "num_features", "group_by_length", "max_seq_length", "doc_stride", "max_query_length",
-                    "max_train_samples"):
-            if getattr(saved, key) != getattr(self.state, key):
-                raise UsageError(f"cannot resume from {ckpt}: it was written with {key}={getattr(saved, key)}, "
-                                 f"this run has {key}={getattr(self.state, key)} (the data position would not match)")
+        key = saved.data_position_mismatch(self.state)
+        if key is not None:
+            raise UsageError(f"cannot resume from {ckpt}: it was written with {key}={getattr(saved, key)}, "
+                             f"this run has {key}={getattr(self.state, key)} (the data position would not match)")
         if saved.swa_started:
             self.averaging.start_swa(self.optimizer)  # before the optimiser state is loaded (see start_swa)
         total = self.state.total_steps

@@ -372,6 +372,10 @@ def test_replan_schedule_shortens_a_run_on_resume(tiny_qa_checkpoint, tmp_path, 
         assert main(run_args(tiny_qa_checkpoint, out, "--save_steps", "2", "--max_steps", "5",
                              "--resume_from_checkpoint", "latest")) == 2
     assert "planned for 8 steps, these flags give 5 (--replan_schedule" in caplog.text
+    with caplog.at_level(logging.ERROR, logger="squad_qa"):  # another seed: another batch order
+        assert main(run_args(tiny_qa_checkpoint, out, "--save_steps", "2", "--max_steps", "8", "--seed", "8",
+                             "--resume_from_checkpoint", "latest")) == 2
+    assert "it was written with seed=7, this run has seed=8 (the data position would not match)" in caplog.text
     assert main(run_args(tiny_qa_checkpoint, out, "--save_steps", "2", "--max_steps", "5",
                          "--resume_from_checkpoint", "latest", "--replan_schedule")) == 0
     rows = [r for r in metrics_rows(out) if "loss" in r]
