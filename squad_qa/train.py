@@ -482,13 +482,10 @@ def main(argv: list[str] | None = None) -> int:
             args.model_name_or_path = str(squad_qa.default_base_model_path())
         validate_args(args)
         metrics = run(args)
-    except UsageError as e:
-        logger.error("%s", e)
-        return 2
     except SquadFormatError as e:
         logger.error("bad SQuAD file: %s", e)
         return 2
-    except (CheckpointError, ChecksumError, TeacherCacheError) as e:
+    except (UsageError, CheckpointError, ChecksumError, TeacherCacheError) as e:  # each names what and where
         logger.error("%s", e)
         return 2
     except NonFiniteLossError as e:
