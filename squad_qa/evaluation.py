@@ -33,6 +33,13 @@ class EvalData:
     dataset: list  # the SQuAD "data" list restricted to these questions, for the official scorer
     name: str = "eval"
 
+    def first(self, n: int) -> EvalData:
+        """The first ``n`` questions: what ``load_eval_data(..., limit=n)`` returns, without reading the file again
+        (a question's windows depend on it alone, so they are the same rows)."""
+        examples = self.examples[:n]
+        return EvalData(examples, self.features.select(np.flatnonzero(self.features.example_index < n)),
+                        _restrict_dataset(self.dataset, {e.qas_id for e in examples}), self.name)
+
 
 def _restrict_dataset(data: list, qids: set[str]) -> list:
     """The official scorer counts every question in the file; keep only the ones we predict."""

@@ -421,11 +421,12 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                 raise UsageError(f"--train_file {args.train_file}: no training features")
             step_eval = None
             if args.eval_steps:
-                limit = args.eval_subset or args.max_eval_samples
-                if eval_data is not None and (not args.eval_subset or args.eval_subset >= len(eval_data.examples)):
-                    step_eval = eval_data
+                if eval_data is None:
+                    step_eval = load_eval_data(args, tokenizer, rt, args.eval_subset or args.max_eval_samples)
+                elif args.eval_subset and args.eval_subset < len(eval_data.examples):
+                    step_eval = eval_data.first(args.eval_subset)
                 else:
-                    step_eval = load_eval_data(args, tokenizer, rt, limit)
+                    step_eval = eval_data
             trainer = Trainer(args, rt, model, tokenizer, train_features, step_eval, output_dir)
             if args.teacher is not None:
                 trainer.teacher = teacher_for_training(args, rt, train_examples, train_features, tokenizer)

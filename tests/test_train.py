@@ -183,6 +183,26 @@ def test_loss_tricks_change_the_training(tiny_qa_checkpoint, baseline, tmp_path,
     assert max_diff(weights(out), weights(baseline)) > 1e-6
 
 
+def test_eval_subset_is_the_first_questions_of_the_eval_set(tiny_qa_checkpoint, tmp_path):
+    """--eval_steps with --eval_subset slices the loaded eval set (EvalData.first) instead of reading the file
+    again: the same examples, windows and scorer dataset as loading only those questions."""
+    from transformers import AutoTokenizer
+
+    from squad_qa.evaluation import load_eval_data
+    from squad_qa.runtime import Runtime
+
+    args = parse_args(run_args(tiny_qa_checkpoint, tmp_path, "--predict_file", str(FIXTURE)))
+    tok = AutoTokenizer.from_pretrained(str(tiny_qa_checkpoint))
+    rt = Runtime(torch.device("cpu"))
+    full, loaded = load_eval_data(args, tok, rt), load_eval_data(args, tok, rt, limit=4)
+    sliced = full.first(4)
+    assert len(full.examples) > 4 and [e.qas_id for e in sliced.examples] == [e.qas_id for e in loaded.examples]
+    assert sliced.dataset == loaded.dataset
+    assert len(sliced.features) == len(loaded.features) < len(full.features)
+    for name in loaded.features._arrays:
+        assert np.array_equal(getattr(sliced.features, name), getattr(loaded.features, name)), name
+
+
 def test_tricks_compose_and_eval_steps_keeps_the_best(tiny_qa_checkpoint, tmp_path, monkeypatch, capsys):
     out = tmp_path / "combo"
     assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "4", "--adv", "fgm", "--ema_decay", "0.9",
