@@ -86,10 +86,10 @@ def _tokenizer_parts(tokenizer) -> dict[str, Any]:
 
 def check_compatible(first, second) -> None:
     """Raise a one-line EnsembleError when two readers (anything with ``tokenizer``, ``model_dir``
-    and the three window fields) would not cut the same windows; name both folders and what differs."""
+    and ``window``, a WindowConfig) would not cut the same windows; name both folders and what differs."""
     a, b = getattr(first, "model_dir", None), getattr(second, "model_dir", None)
-    for field in ("max_seq_length", "doc_stride", "max_query_length"):
-        x, y = getattr(first, field), getattr(second, field)
+    for field, x in first.window.to_dict().items():
+        y = getattr(second.window, field)
         if x != y:
             raise EnsembleError(f"cannot ensemble {a} and {b}: their windows differ ({field} {x} vs {y}); "
                                 f"give --{field} to use one geometry for both")
