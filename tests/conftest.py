@@ -23,6 +23,19 @@ def squad_dir() -> Path:
     return SQUAD_DIR
 
 
+def _tiny_bert_qa(out: Path, seed: int, layers: int, tokenizer_from: Path) -> Path:
+    """A tiny random BertForQuestionAnswering (width 32, real uncased vocabulary) and a copy of a tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertForQuestionAnswering(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tokenizer_from)).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_qa_checkpoint(tmp_path_factory) -> Path:
     """A tiny *random* BertForQuestionAnswering saved like a fine-tuned checkpoint.
@@ -31,39 +44,17 @@ def tiny_qa_checkpoint(tmp_path_factory) -> Path:
     and windows are exactly what the shipped model sees; 2 layers of width 32, so it loads and
     runs in milliseconds. Its answers are arbitrary but deterministic (seeded).
     """
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
-
     import squad_qa
 
-    out = tmp_path_factory.mktemp("tiny_qa_checkpoint")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertForQuestionAnswering(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(squad_qa.default_base_model_path())).save_pretrained(out)
-    return out
+    return _tiny_bert_qa(tmp_path_factory.mktemp("tiny_qa_checkpoint"), seed=0, layers=2,
+                         tokenizer_from=squad_qa.default_base_model_path())
 
 
 @pytest.fixture(scope="session")
 def second_checkpoint(tmp_path_factory, tiny_qa_checkpoint) -> Path:
     """Another tiny random BERT QA model (other seed, other depth) with the same tokenizer: an ensemble partner."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
-
-    out = tmp_path_factory.mktemp("second_checkpoint")
-    torch.manual_seed(1)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    BertForQuestionAnswering(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(tiny_qa_checkpoint)).save_pretrained(out)
-    return out
+    return _tiny_bert_qa(tmp_path_factory.mktemp("second_checkpoint"), seed=1, layers=1,
+                         tokenizer_from=tiny_qa_checkpoint)
 
 
 @pytest.fixture(scope="session")
