@@ -19,14 +19,15 @@ pack_runs() {  # pack_runs DIR...: the run folders' metrics, results and logs (n
 ship_best() {  # ship_best RUNS_DIR [MIN_F1]: export the run with the best full-dev F1 (above MIN_F1) in fp16 parts
   local best
   best=$(python - "$1" "${2:--1}" <<'PY'
-import json, sys
+import sys
 from pathlib import Path
-runs = [(json.loads((d / "eval_results.json").read_text())["f1"], d) for d in Path(sys.argv[1]).glob("*-s*")
-        if (d / "eval_results.json").is_file()]
-for f1, d in sorted(runs, key=lambda r: -r[0]):
-    print(f"candidate {d.name}: full-dev F1 {f1:.2f}", file=sys.stderr)
-top = max(runs, key=lambda r: r[0]) if runs else None
-print(top[1] if top and top[0] > float(sys.argv[2]) else "")
+sys.path.insert(0, "scripts")
+import ablate  # its finished runs: the same ones the results table shows
+root = Path(sys.argv[1])
+runs = sorted((r for group in ablate.collect_runs(root).values() for r in group), key=lambda r: -r.f1)
+for r in runs:
+    print(f"candidate {r.name}-s{r.seed}: full-dev F1 {r.f1:.2f}", file=sys.stderr)
+print(ablate.run_dir(root, runs[0].name, runs[0].seed) if runs and runs[0].f1 > float(sys.argv[2]) else "")
 PY
 )
   if [ -n "$best" ]; then
