@@ -12,7 +12,8 @@ Data flow, one module per stage (README.md's "Data flow" table says the same):
     postprocess.py   start/end logits       -> answer spans (span_ranking.py: the vectorised n-best)
     metrics.py       answer spans           -> official SQuAD EM / F1 (evaluate.py: the command line)
     model_dir.py     a model folder: which one, is it intact, load it (run_record.py: its squad_qa.json;
-                     checksums.py: file sha256 and SHA256SUMS, also for checkpoints and downloads)
+                     checksums.py: file sha256 and SHA256SUMS, also for checkpoints and downloads;
+                     atomic.py: write beside, then rename, for every file and folder that must land whole)
     inference.py     (question, context)    -> answers: QAReader for predict.py and the service
     ensemble.py      several models' raw logits averaged per window
     logits_file.py   saved logits of every window, keyed by (question id, window): --save_logits, --teacher
