@@ -24,7 +24,12 @@ from pathlib import Path
 sys.path.insert(0, "scripts")
 import ablate  # its finished runs: the same ones the results table shows
 root = Path(sys.argv[1])
-runs = sorted((r for group in ablate.collect_runs(root).values() for r in group), key=lambda r: -r.f1)
+try:
+    groups = ablate.collect_runs(root)
+except ablate.AblationError as e:  # no folder, a damaged run: say so, ship nothing
+    print(e, file=sys.stderr)
+    groups = {}
+runs = sorted((r for group in groups.values() for r in group), key=lambda r: -r.f1)  # ties: by name, then seed
 for r in runs:
     print(f"candidate {r.name}-s{r.seed}: full-dev F1 {r.f1:.2f}", file=sys.stderr)
 print(ablate.run_dir(root, runs[0].name, runs[0].seed) if runs and runs[0].f1 > float(sys.argv[2]) else "")

@@ -51,5 +51,5 @@ def commit_dir(tmp: Path, final: Path) -> None:
             shutil.rmtree(old)
         os.replace(final, old)
     os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old)
+    if old is not None:  # the new folder is in place: a failed clean-up leaves garbage, not an error
+        shutil.rmtree(old, ignore_errors=True)

@@ -382,6 +382,7 @@ def validate_args(args: argparse.Namespace) -> None:
             errors.append(f"--resume_from_checkpoint latest: no complete {CHECKPOINT_PREFIX}* folder in {out}")
 
     if args.model_name_or_path is not None and Path(args.model_name_or_path).is_dir():
+        n_errors = len(errors)
         config = _model_config(Path(args.model_name_or_path), "--model_name_or_path", errors)
         _check_positions(args, config, "model", errors)
         layers = config.get("num_hidden_layers")
@@ -389,7 +390,7 @@ def validate_args(args: argparse.Namespace) -> None:
             value = getattr(args, flag)
             if layers is not None and value is not None and value > layers:
                 errors.append(f"--{flag} {value} exceeds the model's {layers} layers")
-        if not args.do_train and args.do_eval:
+        if not args.do_train and args.do_eval and len(errors) == n_errors:  # (a bad config.json is said once)
             # Evaluating a base encoder would score a randomly initialised answer head.
             try:
                 check_qa_checkpoint(args.model_name_or_path)

@@ -93,7 +93,7 @@ def teacher_fingerprint(teacher_dir: str | Path) -> dict[str, str]:
     if not files:
         raise TeacherCacheError(f"--teacher {teacher_dir}: no model.safetensors")
     listed = read_checksums(teacher_dir)
-    digests = [listed.get(f.name) or file_sha256(f) for f in files]
+    digests = [listed.get(f.relative_to(teacher_dir).as_posix()) or file_sha256(f) for f in files]
     combined = digests[0] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()
     return {"path": str(teacher_dir.resolve()), "weights_sha256": combined}
 
@@ -304,7 +304,7 @@ def teacher_for_training(args: argparse.Namespace, rt, examples, features, token
                            features)
 
     cache_dir = args.teacher_cache_dir or args.cache_dir
-    fingerprint = teacher_fingerprint(teacher) if cache_dir else None  # hashes the weights: only to name a cache
+    fingerprint = teacher_fingerprint(teacher) if cache_dir else None  # only to name a cache
     path = teacher_cache_path(cache_dir, windows_digest(features), fingerprint) if cache_dir else None
     with main_process_first(rt, cache_dir):
         if path is not None and path.is_file():

@@ -134,7 +134,7 @@ class QAReader:
         # decided once here, for every batch.
         self.input_names = model_input_names(self.model)
 
-    # The window geometry's three numbers, read where callers expect them (the service's /info, ensembles).
+    # The window geometry's three numbers by name (the service's request-size message reads max_seq_length).
     @property
     def max_seq_length(self) -> int:
         return self.window.max_seq_length

@@ -72,7 +72,7 @@ def geometry_differences(theirs: Mapping[str, Any], ours: Mapping[str, int]) -> 
 
 def to_float16(logits: np.ndarray) -> np.ndarray:
     """float16 with the out-of-range clamped (float16 tops out at 65504; a -inf mask value would stay -inf).
-    Float16 input is returned as it is (already in range)."""
+    Float16 input is returned as it is (logits this function already converted)."""
     if isinstance(logits, np.ndarray) and logits.dtype == np.float16:
         return logits
     return np.clip(np.asarray(logits, dtype=np.float32), -_F16_MAX, _F16_MAX).astype(np.float16)

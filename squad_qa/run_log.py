@@ -22,7 +22,6 @@ from squad_qa.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 
-
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN/inf; the run stops without saving the poisoned weights."""
 

@@ -116,8 +116,6 @@ class SpecialLayout:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
 
-
-
 def context_room(max_seq_length: int, query_len: int, n_special: int = BERT_SPECIAL_TOKENS) -> int:
     """Context tokens a window holds: [CLS] query [SEP] context [SEP] in max_seq_length tokens
     (``n_special`` = 3 special tokens; 4 for RoBERTa / MPNet's ``<s> q </s></s> c </s>``)."""
@@ -131,4 +129,3 @@ def count_windows(n_pieces: int, query_len: int, max_seq_length: int, doc_stride
     if n_pieces <= 0:
         return 0
     return 1 + max(0, -(-(n_pieces - context_room(max_seq_length, query_len, n_special)) // doc_stride))
-
