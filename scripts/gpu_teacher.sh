@@ -33,9 +33,10 @@
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the folder that comes back}
-DEADLINE=${DEADLINE_S:-480}  # seconds from start: packing must be done well before the command's timeout
+DEADLINE=${DEADLINE_S:-540}  # seconds from start: packing must be done well before the command's timeout
 ROOT=${ROOT:-runs/gpu}
 SHIPPED_F1=81.83
+STUDENTS_S=${STUDENTS_S:-290}  # 3a + 3 + 4: the teacher's logits, two students side by side, export
 TEACHER_EXTRA=""
 STUDENT_EXTRA="--eval_steps 500 --eval_subset 1000"
 DEV_DIR=.device
@@ -46,7 +47,7 @@ if [ -n "${REHEARSAL:-}" ]; then
   small="--max_train_samples 200 --max_eval_samples 80 --per_device_train_batch_size 8 --per_device_eval_batch_size 32"
   TEACHER_EXTRA="$small --max_steps 6 --model_name_or_path $DEV_DIR/mpnet --train_file $DEV_DIR/train-v1.1.json.gz \
     --predict_file $DEV_DIR/dev-v1.1.json.gz"
-  MODE_STEPS=3 MODE_LOG=1
+  MODE_STEPS=3 MODE_LOG=1 PROBE_STEPS=4 PROBE_LOG=2 STUDENTS_S=60
   STUDENT_EXTRA="$small --max_steps 4 --eval_steps 2 --eval_subset 40 --model_name_or_path $DEV_DIR/base-fp16 \
     --train_file $DEV_DIR/train-v1.1.json.gz --predict_file $DEV_DIR/dev-v1.1.json.gz"
   SHIPPED_F1=0
@@ -82,36 +83,62 @@ stage "1. join the teacher's parts"
 python scripts/download_teacher.py --join_shards "$DEV_DIR/mpnet" || { echo "teacher parts missing or damaged"; exit 2; }
 sha256sum "$DEV_DIR/mpnet/model.safetensors" "$DEV_DIR/base-fp16/model.safetensors" "$DEV_DIR"/*.json.gz
 
-stage "2. teacher: all-mpnet-base-v2, 2 epochs, alone"
+stage "2a. teacher probe: ${PROBE_STEPS:-60} steps for its samples/s (and the MPNet windows' feature cache)"
+python scripts/train_squad.py --config experiments/teacher-mpnet.json $TEACHER_EXTRA --max_steps ${PROBE_STEPS:-60} \
+  --logging_steps ${PROBE_LOG:-20} --max_eval_samples 10 --output_dir "$ROOT/probe" --overwrite_output_dir 2>&1 \
+  | grep -iE "^[0-9-]+ [0-9:,]+ INFO squad_qa.train: training:|error" | tail -3
+# the epochs that fit: the teacher's run (its start and full-dev eval ~35 s) must leave STUDENTS_S for the rest
+budget=$((DEADLINE - $(elapsed) - STUDENTS_S - 35))
+EPOCHS=$(python - "$ROOT/probe/metrics.jsonl" "$budget" <<'PY'
+import json, math, sys
+from squad_qa.run_record import read_metrics
+try:
+    rows, _ = read_metrics(sys.argv[1])
+    last = rows[-1]
+    bs = json.load(open(sys.argv[1].replace("metrics.jsonl", "squad_qa.json")))["training_args"]["per_device_train_batch_size"]
+    windows = last["step"] * bs / last["epoch"]
+    fit = float(sys.argv[2]) * last["samples_per_s"] / windows
+    print(f"probe: {last['samples_per_s']:.0f} samples/s, ~{windows:.0f} windows; {fit:.2f} epochs fit", file=sys.stderr)
+except Exception as e:  # no probe figures: one epoch
+    print(f"probe failed ({e}): 1 epoch", file=sys.stderr)
+    fit = 1.0
+print(max(0.3, min(2.0, math.floor(fit * 10) / 10)))
+PY
+)
+stage "2. teacher: all-mpnet-base-v2, $EPOCHS epochs, alone (training budget $budget s)"
 python scripts/ablate.py --configs experiments/teacher-mpnet.json --seeds 1 --output_root "$ROOT/teacher" \
-  --results "$ROOT/teacher/RESULTS.md" --extra "$TEACHER_EXTRA" --time_budget $((DEADLINE - 200))
-[ -f "$ROOT/teacher/teacher-mpnet-s1/eval_results.json" ] || { echo "no teacher: stopping"; exit 3; }
+  --results "$ROOT/teacher/RESULTS.md" --extra "--num_train_epochs $EPOCHS $TEACHER_EXTRA" \
+  --time_budget $((DEADLINE - $(elapsed) - 120))
+[ -f "$ROOT/teacher/teacher-mpnet-s1/eval_results.json" ] || { echo "no teacher: stopping"; pack_runs "$ROOT/probe" "$ROOT/teacher"; exit 3; }
 cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
 STUDENT_EXTRA="$STUDENT_EXTRA --teacher $ROOT/teacher/teacher-mpnet-s1"
-left=$((DEADLINE - $(elapsed) - 40))
-stage "3. students with the teacher, side by side, budget $left s"
-python scripts/ablate.py --configs experiments/kd-baseline.json experiments/kd-best.json --seeds 1 \
-  --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS.md" --extra "$STUDENT_EXTRA" --jobs 2 --time_budget "$left"
+stage "3a. the teacher's logits on the student's training windows, once (both students read the cache)"
+python scripts/train_squad.py --config experiments/kd-baseline.json $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
+  --max_eval_samples 10 --output_dir "$ROOT/precompute" --overwrite_output_dir 2>&1 | grep -iE "teacher logits|error" | tail -3
 
 left=$((DEADLINE - $(elapsed) - 40))
-stage "3b. --teacher_mode cached vs live, 150 steps each, alone (budget $left s)"
-for mode in cached live; do
-  if [ "$left" -gt 50 ]; then
-    timeout $((left / 2)) python scripts/train_squad.py --config experiments/kd-baseline.json $STUDENT_EXTRA \
-      --teacher_mode $mode --max_steps ${MODE_STEPS:-150} --eval_steps 0 --eval_subset 0 --max_eval_samples 100 --logging_steps ${MODE_LOG:-50} \
-      --output_dir "$ROOT/kd/mode-$mode" --overwrite_output_dir 2>&1 | grep -E "teacher|rror" | tail -3
-    python -c "import sys; sys.path.insert(0, 'scripts'); from pathlib import Path; from ablate import read_metrics
-rows, _ = read_metrics(Path(sys.argv[1])); print(sys.argv[2], 'samples/s', [round(r['samples_per_s'], 1) for r in rows])" \
-      "$ROOT/kd/mode-$mode/metrics.jsonl" $mode
-  fi
-  left=$((DEADLINE - $(elapsed) - 40))
-done
+stage "3. students with the teacher, side by side, budget $left s"
+python scripts/ablate.py --configs experiments/kd-baseline.json experiments/kd-fgm-ls01.json --seeds 1 \
+  --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS.md" --extra "$STUDENT_EXTRA" --jobs 2 --time_budget "$left"
 
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"
 ship_best "$ROOT/kd" "$SHIPPED_F1"
+pack_runs "$ROOT/probe" "$ROOT/teacher" "$ROOT/kd"
 
-stage "5. packing"
-pack_runs "$ROOT/teacher" "$ROOT/kd"
+left=$((DEADLINE - $(elapsed) - 20))
+stage "5. --teacher_mode cached vs live, alone, if time is left ($left s)"
+for mode in cached live; do
+  if [ "$left" -gt 60 ]; then
+    timeout $((left / 2)) python scripts/train_squad.py --config experiments/kd-baseline.json $STUDENT_EXTRA \
+      --teacher_mode $mode --max_steps ${MODE_STEPS:-150} --eval_steps 0 --eval_subset 0 --max_eval_samples 100 \
+      --logging_steps ${MODE_LOG:-50} --output_dir "$ROOT/kd-mode/$mode" --overwrite_output_dir 2>&1 | grep -iE "error" | tail -3
+    python -c "import sys; from squad_qa.run_record import read_metrics
+rows, _ = read_metrics(sys.argv[1]); print(sys.argv[2], 'samples/s', [round(r['samples_per_s'], 1) for r in rows])" \
+      "$ROOT/kd-mode/$mode/metrics.jsonl" $mode
+    pack_runs "$ROOT/probe" "$ROOT/teacher" "$ROOT/kd" "$ROOT/kd-mode"
+  fi
+  left=$((DEADLINE - $(elapsed) - 20))
+done
 ls -la "$OUT"
 stage "end"
