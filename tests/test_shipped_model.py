@@ -35,7 +35,7 @@ QUESTION_IDS = [
     "570d2556fed7b91900d45c47",  # Victoria_(Australia): 'Bendigo'
 ]
 SLICE = 300  # the first SLICE dev questions: EM/F1 must stay near the recorded full-dev figures
-SLICE_MIN_F1 = 77.0  # measured 79.5 (float32)
+SLICE_MIN_F1 = 84.0  # measured 86.5 (float32)
 
 
 def best_over_gold(metric, prediction: str, gold: list[str]) -> float:
