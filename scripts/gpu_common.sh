@@ -1,6 +1,9 @@
 # Sourced by the GPU-session scripts (gpu_run.sh, gpu_teacher.sh): the clock and stage banners, the device report,
 # and shipping the best run of a folder. Needs OUT (the folder that comes back) and ROOT (the run folders).
 T0=$(date +%s)
+# the shipped model's full-dev F1 at the end of its GPU run (models/squad-minilm-l6/squad_qa.json, training_metrics):
+# a candidate ships only above it (rehearsals set 0)
+SHIPPED_F1=${SHIPPED_F1:-84.24}
 elapsed() { echo $(( $(date +%s) - T0 )); }
 stage() { echo "=== [$(elapsed) s] $*"; }
 

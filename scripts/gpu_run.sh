@@ -7,7 +7,7 @@
 #   2. ablation: every experiments/abl-*.json row at 1 epoch (one shared schedule), seeds 1 and 2, $JOBS runs at a
 #      time on the one GPU (a 6-layer encoder leaves most of an H100 idle), seed-major, until the deadline.
 #   3. if time is left: abl-best (2 epochs) and abl-baseline-3ep as further ship candidates; the candidate with the
-#      best full-dev F1 is exported (selection on dev: say so).
+#      best full-dev F1 is exported if it beats the shipped model's (SHIPPED_F1; selection on dev: say so).
 #   4. $OUT: gpu.txt, log.txt (this script's output), ship.tar.part-* (fp16, <= 15 MiB parts: the device returns files of at most
 #      16 MiB), runs.tgz (metrics, eval results, logs).
 #
@@ -29,6 +29,7 @@ if [ -n "${REHEARSAL:-}" ]; then
   MAIN_EXTRA="$small --max_steps 8 --eval_steps 4 --eval_subset 40"
   ABL_EXTRA="$small --max_steps 4 --eval_steps 2 --eval_subset 40"
   JOBS=2
+  SHIPPED_F1=0
 fi
 source scripts/gpu_common.sh
 mkdir -p "$ROOT" "$OUT"
@@ -58,7 +59,7 @@ if [ "$left" -gt 150 ]; then
 fi
 
 stage "4. export the ship candidate with the best full-dev F1 (fp16, split into 15 MiB parts)"
-ship_best "$ROOT/main"
+ship_best "$ROOT/main" "$SHIPPED_F1"
 
 stage "5. packing"
 pack_runs "$ROOT"

@@ -1,41 +1,42 @@
 #!/usr/bin/env bash
-# The teacher's GPU session (issue 17, after issue 18): fine-tune all-mpnet-base-v2 on train-v1.1, then distil the
-# default encoder from it, and bring back the student to ship if it beats the shipped model. One main command of
-# <= 8 min, after the teacher's weights came over in short consecutive calls (the machine keeps what a call carried
-# while it stays warm, 30 s between calls):
+# The teacher's GPU session (issue 17): fine-tune all-mpnet-base-v2 on train-v1.1, then distil the default encoder
+# from it, and bring back the student to ship if it beats the shipped model. One main command of <= 10 min, after the
+# teacher's weights came over in short consecutive calls (the machine keeps what a call carried while it stays warm,
+# 30 s between calls). First run (2026-11-28, one H200): 6 calls, 807 of 900 device-seconds; see docs/RESULTS.md.
 #
 #   here, once (everything under .device/ is git-ignored):
 #     python scripts/export_fp16.py .device/base-fp16                      # the student's base, fp16, 45 MB
 #     cp ../shared/squad/train-v1.1.json.gz ../shared/squad/dev-v1.1.json.gz .device/
 #     cp -r ~/squad-runs/teacher/all-mpnet-base-v2-fp16-shards .device/mpnet  # scripts/download_teacher.py --fp16_shards
-#     move the shipped model aside (git rm --cached + mv; restore after): the tree must stay under 64 MiB a call
-#   on the device, back to back (each call <= 63 MB with the 4.6 MB tree; the files stay while the machine is warm):
-#     call 1: carry .device/base-fp16, .device/train-v1.1.json.gz, .device/dev-v1.1.json.gz and the small files of
-#             .device/mpnet (config, tokenizer, vocab, 1_Pooling, fp16_manifest.json, model.safetensors.sha256);
-#             command: sha256sum .device/base-fp16/model.safetensors .device/*.json.gz
-#     calls 2-5: carry .device/mpnet/model.safetensors.part-000 (then -001, -002, -003), one part a call;
-#             command: sha256sum .device/mpnet/model.safetensors.part-*   (against fp16_manifest.json: 603e8021...,
-#             871fde1b..., ea4933a5..., 91a3d3c3...)
-#     call 6: bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt          (timeout_s 540; DEADLINE_S to fit what is left)
+#     mkdir .device/parts && mv .device/mpnet/model.safetensors.part-* .device/parts/   # one carried per call
+#     move the shipped model aside (git rm -r --cached + mv; restore after): each call carries <= 64 MiB with the tree
+#   on the device, back to back (each call <= 61 MB with the 4.8 MB tree; the files stay while the machine is warm):
+#     call 1: carry .device/base-fp16, .device/train-v1.1.json.gz, .device/dev-v1.1.json.gz, .device/mpnet (the
+#             small files: config, tokenizer, fp16_manifest.json, ...); command: sha256sum of what came
+#     calls 2-4: carry .device/parts/model.safetensors.part-00N (N = 0, 1, 2), one part a call; command:
+#             mv .device/parts/model.safetensors.part-00N .device/mpnet/ && sha256sum .device/mpnet/model.safetensors.part-*
+#             (against fp16_manifest.json: 603e8021..., 871fde1b..., ea4933a5..., 91a3d3c3...)
+#     call 5: carry .device/parts/model.safetensors.part-003; command: mv it into .device/mpnet/ as above, then
+#             set -o pipefail && DEADLINE_S=560 bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt   (timeout_s 600)
 #   If the machine is lost midway: start again from call 1 only with >= 9 device-minutes left, else run gpu_run.sh's
 #   ablation rows alone (issue 17).
-#   rehearsal here (a tiny random MPNet with the real tokenizer, a few steps, CPU, ~3 min):
+#   rehearsal here (a tiny random MPNet with the real tokenizer, a few steps, CPU, ~2 min):
 #     REHEARSAL=1 OUT=/tmp/gpu-teacher bash scripts/gpu_teacher.sh
 #
-# Stages of call 6:
-#   1. join the teacher's fp16 parts and check their sha256 (squad_qa/teacher.py: join_shards)
-#   2. teacher: experiments/teacher-mpnet.json (bs 32, lr 5e-5, 2 epochs, bf16), alone on the GPU; full-dev EM/F1
-#   3. students side by side: experiments/kd-baseline.json (the shipped recipe + --teacher) and kd-best.json (FGM,
-#      R-Drop, ls 0.1, re-init + --teacher), seed 1, 2 epochs. The no-teacher peer is the shipped model: the same
-#      recipe and seed (abl-baseline s1), full-dev F1 81.83 on this kind of device (H100) in the last GPU session.
-#   3b. the step time of --teacher_mode cached (the logits of stage 3) vs live (MPNet forward per batch), alone
-#   4. the best student by full-dev F1 is exported (fp16, 15 MiB parts) if it beats 81.83; metrics packed into $OUT
+# Stages of call 5 (the first run's times on one H200 in brackets):
+#   1. join the teacher's fp16 parts and check their sha256 (squad_qa/teacher.py: join_shards)           [1 s]
+#   2a. a 60-step teacher probe: its samples/s sizes the teacher's epochs (<= 2) to the time left       [39 s]
+#   2. teacher: experiments/teacher-mpnet.json (bs 64, lr 6e-5, bf16), alone; full-dev EM/F1            [197 s]
+#   3a. the teacher's logits on the student's windows, once (a 1-step student run fills the cache)      [54 s]
+#   3. students side by side, seed 1, 2 epochs: experiments/kd-baseline.json (the no-teacher recipe
+#      abl-baseline + --teacher) and kd-fgm-ls01.json (+ FGM + label smoothing 0.1)                     [198 s]
+#   4. the best student by full-dev F1 is exported (fp16, 15 MiB parts) if it beats SHIPPED_F1; metrics packed
+#   5. with time left: the step time of --teacher_mode cached vs live, alone                  [no time was left]
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the folder that comes back}
 DEADLINE=${DEADLINE_S:-540}  # seconds from start: packing must be done well before the command's timeout
 ROOT=${ROOT:-runs/gpu}
-SHIPPED_F1=81.83
 STUDENTS_S=${STUDENTS_S:-290}  # 3a + 3 + 4: the teacher's logits, two students side by side, export
 TEACHER_EXTRA=""
 STUDENT_EXTRA="--eval_steps 500 --eval_subset 1000"
