@@ -32,6 +32,8 @@
 #      abl-baseline + --teacher) and kd-fgm-ls01.json (+ FGM + label smoothing 0.1)                     [198 s]
 #   4. the best student by full-dev F1 is exported (fp16, 15 MiB parts) if it beats SHIPPED_F1; metrics packed
 #   5. with time left: the step time of --teacher_mode cached vs live, alone                  [no time was left]
+# Return calls after call 5 (each ~5 s; the machine must still be warm), if the teacher's logits are wanted at home:
+#     cp runs/gpu/logits-parts/SHA256SUMS runs/gpu/logits-parts/*.part-a[a-d] $OUT/     (then a[e-h], then a[i-l])
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the folder that comes back}
@@ -126,6 +128,16 @@ python scripts/ablate.py --configs experiments/kd-baseline.json experiments/kd-f
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"
 ship_best "$ROOT/kd" "$SHIPPED_F1"
 pack_runs "$ROOT/probe" "$ROOT/teacher" "$ROOT/kd"
+# the teacher's logits on the student's windows (float16, ~136 MB) stay on the machine in 15 MiB parts: short
+# return calls right after this one can bring them home (4 parts a call), so a later session distils with
+# --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
+cache=$(ls -t runs/cache/teacher-logits-*.safetensors 2>/dev/null | head -1)
+if [ -n "$cache" ]; then
+  rm -rf "$ROOT/logits-parts" && mkdir -p "$ROOT/logits-parts"
+  split -b 15M "$cache" "$ROOT/logits-parts/$(basename "$cache").part-"
+  (cd "$(dirname "$cache")" && sha256sum "$(basename "$cache")") > "$ROOT/logits-parts/SHA256SUMS"
+  echo "teacher logits: $(du -h "$cache" | cut -f1) in $(ls "$ROOT/logits-parts" | grep -c part-) parts in $ROOT/logits-parts"
+fi
 
 left=$((DEADLINE - $(elapsed) - 20))
 stage "5. --teacher_mode cached vs live, alone, if time is left ($left s)"
