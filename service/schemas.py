@@ -80,6 +80,7 @@ class HealthResponse(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     base: str | None = None
+    teacher: str | None = Field(None, description="The model it was distilled from (--teacher), if any.")
     architecture: str
     max_seq_length: int
     doc_stride: int

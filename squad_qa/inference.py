@@ -286,9 +286,12 @@ class QAReader:
         default_base = squad_qa.default_base_model_path()
         if args and (not base or Path(str(base)) == default_base):  # the shipped base encoder
             base = default_base.parent.name
+        # A distilled model: the record's "teacher" names it; else the --teacher folder or logits file it ran with.
+        teacher = self.record.get("teacher") or (Path(str(args["teacher"])).name if args.get("teacher") else None)
         return {
             "name": self.name,
             "base": str(base) if base else None,
+            "teacher": teacher,
             "architecture": type(self.model).__name__,
             **self.window.to_dict(),
             "metrics": self.record.get("metrics") or None,

@@ -99,6 +99,17 @@ def test_training_record_sets_geometry_and_metrics(tmp_path, tiny_qa_checkpoint)
     assert (info["name"], info["base"]) == ("ckpt", "minilm-l6")
     assert (info["max_seq_length"], info["doc_stride"], info["max_query_length"]) == (128, 64, 32)
     assert info["metrics"] == {"exact_match": 12.5, "f1": 20.25}
+    assert info["teacher"] is None  # trained without one
+
+
+def test_a_distilled_model_names_its_teacher(tmp_path, tiny_qa_checkpoint):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_qa_checkpoint, ckpt)
+    args = {"model_name_or_path": "minilm-l6", "teacher": "runs/gpu/teacher/teacher-mpnet-s1"}
+    (ckpt / "squad_qa.json").write_text(json.dumps({"training_args": args}))
+    assert QAReader.from_pretrained(ckpt).describe()["teacher"] == "teacher-mpnet-s1"  # the folder it ran with
+    (ckpt / "squad_qa.json").write_text(json.dumps({"training_args": args, "teacher": "all-mpnet-base-v2 (SQuAD)"}))
+    assert QAReader.from_pretrained(ckpt).describe()["teacher"] == "all-mpnet-base-v2 (SQuAD)"  # the record's name
 
 
 # ------------------------------------------------------------------------------------ answers

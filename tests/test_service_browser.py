@@ -120,3 +120,19 @@ def test_api_docs_render_offline(live_server, browser_page):
     page.goto(base_url + "/docs")
     page.get_by_text("/v1/answer/batch").first.wait_for()
     assert page.get_by_text("/v1/answer", exact=True).count() >= 1
+
+
+def test_page_says_what_a_distilled_model_was_distilled_from(live_server, browser_page):
+    base_url, _ = live_server
+    page = browser_page
+    info = httpx.get(base_url + "/v1/model").json()  # the tiny model has no teacher: make /v1/model name one
+    info.update(base="minilm", teacher="mpnet-squad", metrics={"exact_match": 75.2, "f1": 84.22, "num_questions": 10570})
+    page.route("**/v1/model", lambda route: route.fulfill(json=info))
+    try:
+        page.goto(base_url + "/")
+        page.wait_for_function("() => document.getElementById('model-line').textContent.startsWith('Answering with')")
+        assert page.locator("#model-line").inner_text() == (
+            f"Answering with {info['name']} (minilm, distilled from mpnet-squad): EM 75.2 / F1 84.2 on 10,570 SQuAD dev "
+            "questions.")
+    finally:
+        page.unroute("**/v1/model")

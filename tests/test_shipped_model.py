@@ -70,6 +70,7 @@ def test_the_shipped_model_is_intact_and_the_default(shipped):
     assert (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_size < 50_000_000
     info = shipped.describe()
     assert info["name"] == "squad-minilm-l6" and info["metrics"]["num_questions"] == 10570
+    assert info["teacher"] == "all-mpnet-base-v2 fine-tuned on SQuAD v1.1"  # distilled: the page says from what
 
 
 def test_shipped_model_answers_dev_questions_with_their_gold_answers(shipped, dev):

@@ -46,7 +46,8 @@
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const info = await response.json();
       let line = `Answering with ${info.name}`;
-      if (info.base) line += ` (fine-tuned from ${info.base})`;
+      if (info.base && info.teacher) line += ` (${info.base}, distilled from ${info.teacher})`;
+      else if (info.base) line += ` (fine-tuned from ${info.base})`;
       const m = info.metrics || {};
       const em = m.exact_match ?? m.exact;
       if (em != null && m.f1 != null) {
