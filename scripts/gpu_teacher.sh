@@ -28,8 +28,11 @@
 #   2a. a 60-step teacher probe: its samples/s sizes the teacher's epochs (<= 2) to the time left       [39 s]
 #   2. teacher: experiments/teacher-mpnet.json (bs 64, lr 6e-5, bf16), alone; full-dev EM/F1            [197 s]
 #   3a. the teacher's logits on the student's windows, once (a 1-step student run fills the cache)      [54 s]
-#   3. students side by side, seed 1, 2 epochs: experiments/kd-baseline.json (the no-teacher recipe
-#      abl-baseline + --teacher) and kd-fgm-ls01.json (+ FGM + label smoothing 0.1)                     [198 s]
+#   3. STUDENTS side by side, seed 1 (default: 2 epochs of experiments/kd-baseline.json, the no-teacher recipe
+#      abl-baseline + --teacher, and kd-fgm-ls01.json, + FGM + label smoothing 0.1), and PEERS beside them [198 s]
+#      The next session's suggestion (the shipped recipe + FGM, and its no-teacher peer; ~250 s, so the probe
+#      gives the teacher ~1.9 epochs):  STUDENTS=experiments/kd-fgm-ls01-a08-3ep.json \
+#        PEERS=experiments/abl-baseline-3ep.json STUDENTS_S=330 DEADLINE_S=560 bash scripts/gpu_teacher.sh
 #   4. the best student by full-dev F1 is exported (fp16, 15 MiB parts) if it beats SHIPPED_F1; metrics packed
 #   5. with time left: the step time of --teacher_mode cached vs live, alone                  [no time was left]
 # Return calls after call 5 (each ~5 s; the machine must still be warm), if the teacher's logits are wanted at home:
@@ -39,7 +42,9 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the folder that comes back}
 DEADLINE=${DEADLINE_S:-540}  # seconds from start: packing must be done well before the command's timeout
 ROOT=${ROOT:-runs/gpu}
-STUDENTS_S=${STUDENTS_S:-290}  # 3a + 3 + 4: the teacher's logits, two students side by side, export
+STUDENTS=${STUDENTS:-"experiments/kd-baseline.json experiments/kd-fgm-ls01.json"}  # with the teacher, side by side
+PEERS=${PEERS:-}  # configs without a teacher that run beside them (e.g. experiments/abl-baseline-3ep.json)
+STUDENTS_S=${STUDENTS_S:-290}  # 3a + 3 + 4: the teacher's logits, the students side by side, export
 TEACHER_EXTRA=""
 STUDENT_EXTRA="--eval_steps 500 --eval_subset 1000"
 DEV_DIR=.device
@@ -115,15 +120,21 @@ python scripts/ablate.py --configs experiments/teacher-mpnet.json --seeds 1 --ou
 [ -f "$ROOT/teacher/teacher-mpnet-s1/eval_results.json" ] || { echo "no teacher: stopping"; pack_runs "$ROOT/probe" "$ROOT/teacher"; exit 3; }
 cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
+PEER_EXTRA="$STUDENT_EXTRA"
 STUDENT_EXTRA="$STUDENT_EXTRA --teacher $ROOT/teacher/teacher-mpnet-s1"
 stage "3a. the teacher's logits on the student's training windows, once (both students read the cache)"
 python scripts/train_squad.py --config experiments/kd-baseline.json $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
   --max_eval_samples 10 --output_dir "$ROOT/precompute" --overwrite_output_dir 2>&1 | grep -iE "teacher logits|error" | tail -3
 
 left=$((DEADLINE - $(elapsed) - 40))
-stage "3. students with the teacher, side by side, budget $left s"
-python scripts/ablate.py --configs experiments/kd-baseline.json experiments/kd-fgm-ls01.json --seeds 1 \
-  --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS.md" --extra "$STUDENT_EXTRA" --jobs 2 --time_budget "$left"
+stage "3. students with the teacher${PEERS:+ and peers without}, side by side, budget $left s"
+if [ -n "$PEERS" ]; then
+  python scripts/ablate.py --configs $PEERS --seeds 1 --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS-peers.md" \
+    --extra "$PEER_EXTRA" --jobs $(echo $PEERS | wc -w) --time_budget "$left" &
+fi
+python scripts/ablate.py --configs $STUDENTS --seeds 1 --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS.md" \
+  --extra "$STUDENT_EXTRA" --jobs $(echo $STUDENTS | wc -w) --time_budget "$left"
+wait
 
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"
 ship_best "$ROOT/kd" "$SHIPPED_F1"
