@@ -2,7 +2,7 @@
 # The teacher's GPU session (issue 17): fine-tune all-mpnet-base-v2 on train-v1.1, then distil the default encoder
 # from it, and bring back the student to ship if it beats the shipped model. One main command of <= 10 min, after the
 # teacher's weights came over in short consecutive calls (the machine keeps what a call carried while it stays warm,
-# 30 s between calls). First run (2026-11-28, one H200): 6 calls, 807 of 900 device-seconds; see docs/RESULTS.md.
+# 30 s between calls). First run (2026-11-28, one H200): 6 calls, 809 of 900 device-seconds; see docs/RESULTS.md.
 #
 #   here, once (everything under .device/ is git-ignored):
 #     python scripts/export_fp16.py .device/base-fp16                      # the student's base, fp16, 45 MB
