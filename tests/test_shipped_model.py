@@ -97,7 +97,8 @@ def test_service_serves_the_shipped_model_by_default(monkeypatch, dev):
     monkeypatch.delenv(model_dir.MODEL_ENV_VAR, raising=False)
     by_id = {qid: (q, c, gold) for qid, q, c, gold in dev}
     with TestClient(create_app()) as client:  # no model named
-        assert client.get("/v1/model").json()["name"] == "squad-minilm-l6"
+        info = client.get("/v1/model").json()
+        assert info["name"] == "squad-minilm-l6" and info["teacher"] == "all-mpnet-base-v2 fine-tuned on SQuAD v1.1"
         for qid in QUESTION_IDS[:3]:
             question, context, gold = by_id[qid]
             body = client.post("/v1/answer", json={"question": question, "context": context}).json()

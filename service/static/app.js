@@ -48,6 +48,7 @@
       let line = `Answering with ${info.name}`;
       if (info.base && info.teacher) line += ` (${info.base}, distilled from ${info.teacher})`;
       else if (info.base) line += ` (fine-tuned from ${info.base})`;
+      else if (info.teacher) line += ` (distilled from ${info.teacher})`;
       const m = info.metrics || {};
       const em = m.exact_match ?? m.exact;
       if (em != null && m.f1 != null) {
