@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from squad_qa.run_record import METRICS_FILE, read_metrics
+
 # The SQuAD files: ../shared/squad beside the checkout (CI has it there), or $SQUAD_DIR.
 SQUAD_DIR = Path(os.environ.get("SQUAD_DIR", Path(__file__).resolve().parents[2] / "shared" / "squad"))
 TINY_SQUAD = Path(__file__).resolve().parent / "fixtures" / "tiny_squad.json"  # the training tests' data
@@ -23,14 +25,16 @@ def squad_dir() -> Path:
     return SQUAD_DIR
 
 
-def _tiny_bert_qa(out: Path, seed: int, layers: int, tokenizer_from: Path) -> Path:
-    """A tiny random BertForQuestionAnswering (width 32, real uncased vocabulary) and a copy of a tokenizer."""
+def tiny_bert_qa(out: Path, seed: int, layers: int, tokenizer_from: Path, **config_overrides) -> Path:
+    """A tiny random BertForQuestionAnswering (width 32, real uncased vocabulary) and a copy of a tokenizer;
+    ``config_overrides`` change its BertConfig (e.g. ``max_position_embeddings``, ``initializer_range``)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(**{"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": layers,
+                           "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512,
+                           **config_overrides})
     BertForQuestionAnswering(config).save_pretrained(out)
     AutoTokenizer.from_pretrained(str(tokenizer_from)).save_pretrained(out)
     return out
@@ -46,14 +50,14 @@ def tiny_qa_checkpoint(tmp_path_factory) -> Path:
     """
     import squad_qa
 
-    return _tiny_bert_qa(tmp_path_factory.mktemp("tiny_qa_checkpoint"), seed=0, layers=2,
+    return tiny_bert_qa(tmp_path_factory.mktemp("tiny_qa_checkpoint"), seed=0, layers=2,
                          tokenizer_from=squad_qa.default_base_model_path())
 
 
 @pytest.fixture(scope="session")
 def second_checkpoint(tmp_path_factory, tiny_qa_checkpoint) -> Path:
     """Another tiny random BERT QA model (other seed, other depth) with the same tokenizer: an ensemble partner."""
-    return _tiny_bert_qa(tmp_path_factory.mktemp("second_checkpoint"), seed=1, layers=1,
+    return tiny_bert_qa(tmp_path_factory.mktemp("second_checkpoint"), seed=1, layers=1,
                          tokenizer_from=tiny_qa_checkpoint)
 
 
@@ -109,8 +113,18 @@ def run_args(model: Path, out: Path, *extra: str, train_file: Path = TINY_SQUAD)
 
 
 def metrics_rows(out: Path) -> list[dict]:
-    """A run's metrics.jsonl, one dict per line."""
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    """A run's metrics.jsonl, one dict per line (event rows included: tests that look at resume markers)."""
+    return [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
+
+
+def train_rows(out: Path) -> list[dict]:
+    """A run's training rows (``run_record.read_metrics``)."""
+    return read_metrics(out / METRICS_FILE)[0]
+
+
+def eval_rows(out: Path) -> list[dict]:
+    """A run's evaluation rows (``run_record.read_metrics``)."""
+    return read_metrics(out / METRICS_FILE)[1]
 
 
 def weights(path: Path) -> dict:

@@ -10,14 +10,15 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import load_script
+from conftest import TINY_SQUAD, load_script, tiny_bert_qa
 import torch
 from safetensors.torch import load_file
 
+import squad_qa
 from squad_qa.config import parse_args, validate_args
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
+FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
 
 
 ablate = load_script("ablate")
@@ -25,17 +26,8 @@ ablate = load_script("ablate")
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
-
-    import squad_qa
-
-    out = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=160)
-    BertForQuestionAnswering(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(squad_qa.default_base_model_path())).save_pretrained(out)
-    return out
+    return tiny_bert_qa(tmp_path_factory.mktemp("tiny_bert"), seed=0, layers=2,
+                        tokenizer_from=squad_qa.default_base_model_path(), max_position_embeddings=160)
 
 
 def tiny_config(path: Path, model: Path, **over) -> Path:

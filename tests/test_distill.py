@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import squad_qa
 import squad_qa.distill as distill_module
-from conftest import max_diff, metrics_rows, run_args, torchrun_train, weights, window_mask
+from conftest import TINY_SQUAD, max_diff, metrics_rows, run_args, torchrun_train, train_rows, weights, window_mask
 from squad_qa.batching import predict_logits
 from squad_qa.checksums import file_sha256, write_checksums
 from squad_qa.data import read_squad_examples
@@ -32,7 +32,7 @@ from squad_qa.features import convert_examples_to_features
 from squad_qa.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss, span_valid_mask
 from squad_qa.train import main
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
+FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
 SEQ, STRIDE, SAMPLES = 128, 48, 16
 
 
@@ -360,7 +360,7 @@ def test_kd_half_and_half_runs_writes_metrics_and_differs_from_plain_training(ti
     assert (out / "eval_results.json").is_file()
     assert list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))  # default: --cache_dir
     assert main(_run_args(tiny_qa_checkpoint, plain, "--max_steps", "2")) == 0
-    kd_rows = [r for r in metrics_rows(out) if "loss" in r]
+    kd_rows = train_rows(out)
     plain_rows = metrics_rows(plain)
     assert len(kd_rows) == 2 and all(np.isfinite(r["loss"]) for r in kd_rows)
     assert kd_rows[0]["loss"] != pytest.approx(plain_rows[0]["loss"], rel=1e-4)
@@ -388,7 +388,7 @@ def test_live_teacher_scores_each_batch_as_the_cache_does(tiny_qa_checkpoint, mp
         out = tmp_path / mode
         assert main(_run_args(tiny_qa_checkpoint, out, "--teacher", str(mpnet_teacher), "--teacher_mode", mode,
                               "--cache_dir", str(tmp_path / "cache"), "--max_steps", "3")) == 0
-        runs[mode] = [r["loss"] for r in metrics_rows(out) if "loss" in r]
+        runs[mode] = [r["loss"] for r in train_rows(out)]
     assert len(runs["live"]) == 3
     assert runs["live"] == pytest.approx(runs["cached"], rel=2e-3)
     assert len(list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))) == 1  # only the cached run wrote
@@ -412,7 +412,7 @@ def test_an_ensembles_saved_logits_teach_like_its_folder(tiny_qa_checkpoint, ber
         out = tmp_path / name
         assert main(_run_args(tiny_qa_checkpoint, out, "--teacher", str(teacher), "--max_steps", "2",
                               "--kd_alpha", "1.0")) == 0
-        losses[name] = [r["loss"] for r in metrics_rows(out) if "loss" in r]
+        losses[name] = [r["loss"] for r in train_rows(out)]
     assert losses["file"] == pytest.approx(losses["folder"], rel=1e-3)
     assert len(losses["ensemble"]) == 2 and all(np.isfinite(losses["ensemble"]))
     assert losses["ensemble"][0] != pytest.approx(losses["folder"][0], rel=1e-3)  # another teacher: the mean
@@ -473,5 +473,5 @@ def test_torchrun_two_processes_each_run_a_live_teacher(tiny_qa_checkpoint, mpne
                                    "--teacher_mode", "live", "--cache_dir", str(tmp_path / "cache")))
     assert "world size 2" in log and "runs alongside the student (live)" in log
     assert not list((tmp_path / "cache").glob("teacher-logits-*"))  # live: nothing cached
-    rows = [r for r in metrics_rows(out) if "loss" in r]
+    rows = train_rows(out)
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SQUAD
 from safetensors.torch import save_file
 
 import squad_qa
@@ -20,7 +20,7 @@ from squad_qa.features import convert_examples_to_features
 from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, read_logits_metadata,
                                   save_window_logits)
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
+FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
 SEQ, STRIDE, QUERY = 64, 16, 24
 WINDOW = {"max_seq_length": SEQ, "doc_stride": STRIDE, "max_query_length": QUERY}
 

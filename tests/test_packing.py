@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import (AutoTokenizer, BertConfig, BertForQuestionAnswering, DistilBertConfig,
+from conftest import tiny_bert_qa
+from transformers import (BertConfig, BertForQuestionAnswering, DistilBertConfig,
                           DistilBertForQuestionAnswering)
 
 import squad_qa
@@ -29,13 +30,8 @@ def checkpoint(tmp_path_factory):
     """A tiny random BERT QA checkpoint whose attention matters: with BERT's usual 0.02 init, a
     random model's attention is nearly uniform and its logits barely notice what other tokens a
     window attends to; weights 20x larger make every attention score count."""
-    out = tmp_path_factory.mktemp("packing_checkpoint")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, initializer_range=0.4)
-    BertForQuestionAnswering(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(squad_qa.default_base_model_path())).save_pretrained(out)
-    return out
+    return tiny_bert_qa(tmp_path_factory.mktemp("packing_checkpoint"), seed=0, layers=2,
+                        tokenizer_from=squad_qa.default_base_model_path(), initializer_range=0.4)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, max_diff, metrics_rows, run_args, torchrun_train, weights
+from conftest import TINY_SQUAD, eval_rows, load_script, max_diff, metrics_rows, run_args, torchrun_train, train_rows, weights
 from safetensors.torch import load_file
 
 from squad_qa.config import parse_args
 from squad_qa.batching import LengthGroupedBatchSampler
 from squad_qa.train import main
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_squad.json"
+FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
 FIXTURE_V2 = Path(__file__).parent / "fixtures" / "tiny_squad_v2.json"
 CHECKPOINT_0_1 = Path(__file__).parent / "fixtures" / "checkpoint_0_1"
 
@@ -208,7 +208,7 @@ def test_tricks_compose_and_eval_steps_keeps_the_best(tiny_qa_checkpoint, tmp_pa
     assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "4", "--adv", "fgm", "--ema_decay", "0.9",
                          "--label_smoothing", "0.1", "--llrd_decay", "0.8", "--predict_file", str(FIXTURE),
                          "--eval_steps", "2", "--eval_subset", "10")) == 0
-    evals = [r for r in metrics_rows(out) if "eval_f1" in r]
+    evals = eval_rows(out)
     assert [r["step"] for r in evals] == [2, 4]
     assert all(r["eval_questions"] == 10 and r["weights"] == "ema" for r in evals)
     best = out / "best"
@@ -220,8 +220,8 @@ def test_tricks_compose_and_eval_steps_keeps_the_best(tiny_qa_checkpoint, tmp_pa
 
     # scripts/plot_metrics.py reads the same log (the plot itself needs matplotlib; without it: a clear message)
     plot = load_script("plot_metrics")
-    train_rows, eval_rows = plot.load_metrics(out / "metrics.jsonl")
-    assert [r["step"] for r in train_rows] == [1, 2, 3, 4] and len(eval_rows) == 2
+    plotted_train, plotted_evals = plot.load_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in plotted_train] == [1, 2, 3, 4] and len(plotted_evals) == 2
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     assert plot.main([str(out / "metrics.jsonl"), "-o", str(tmp_path / "plot.png")]) == 1
     assert "needs matplotlib, which is not installed" in capsys.readouterr().err
@@ -398,7 +398,7 @@ def test_replan_schedule_shortens_a_run_on_resume(tiny_qa_checkpoint, tmp_path, 
     assert "it was written with seed=7, this run has seed=8 (the data position would not match)" in caplog.text
     assert main(run_args(tiny_qa_checkpoint, out, "--save_steps", "2", "--max_steps", "5",
                          "--resume_from_checkpoint", "latest", "--replan_schedule")) == 0
-    rows = [r for r in metrics_rows(out) if "loss" in r]
+    rows = train_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert rows[-1]["lr"] == 0.0 and rows[2]["lr"] > 0  # the linear decay now ends at step 5
     assert (out / "model.safetensors").is_file()
@@ -470,6 +470,6 @@ def test_a_checkpoint_written_by_0_1_resumes_where_an_uninterrupted_run_ends(tmp
                  "--resume_from_checkpoint", "latest"]) == 0
     full = tmp_path / "full"
     assert main(["--model_name_or_path", str(base), "--output_dir", str(full), *maker.ARGS]) == 0
-    assert [r["step"] for r in metrics_rows(resumed) if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in train_rows(resumed)] == [1, 2, 3, 4]
     assert max_diff(weights(resumed), weights(full)) < 1e-6  # EMA weights: the saved model uses the average
     assert json.loads((resumed / "squad_qa.json").read_text())["global_step"] == 4
