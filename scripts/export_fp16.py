@@ -12,6 +12,7 @@ only the export itself rounds, by at most 2^-11 relative). squad_qa.json (run in
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import squad_qa  # noqa: E402
 from squad_qa.checksums import file_sha256, write_checksums  # noqa: E402
+from squad_qa.metrics import em_of, f1_of  # noqa: E402
 from squad_qa.model_dir import missing_qa_head_keys  # noqa: E402
 from squad_qa.run_record import RUN_INFO_FILE, read_run_record, run_args  # noqa: E402
 
@@ -31,10 +33,9 @@ def model_card(dst: Path, src: Path) -> str:
     info = read_run_record(dst)
     metrics = info.get("metrics") or {}
     targs = run_args(info)
-    em = metrics.get("exact_match", metrics.get("exact"))
-    f1 = metrics.get("f1")
+    em, f1 = em_of(metrics, math.nan), f1_of(metrics, math.nan)
     score = (f"EM {em:.2f} / F1 {f1:.2f} on {metrics.get('num_questions', '?')} SQuAD v1.1 dev questions "
-             f"({info.get('weights', '?')} weights, scored before the fp16 export)" if em is not None and f1 is not None
+             f"({info.get('weights', '?')} weights, scored before the fp16 export)" if not (math.isnan(em) or math.isnan(f1))
              else "no metrics recorded in squad_qa.json")
     keys = ["learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_seq_length", "doc_stride",
             "warmup_ratio", "label_smoothing", "adv", "ema_decay", "swa_start", "llrd_decay", "reinit_layers",

@@ -1,5 +1,6 @@
-# Sourced by the GPU-session scripts (gpu_run.sh, gpu_teacher.sh): the clock and stage banners, the device report,
-# and shipping the best run of a folder. Needs OUT (the folder that comes back) and ROOT (the run folders).
+# Sourced by the GPU-session scripts (gpu_run.sh, gpu_teacher.sh) once their settings are made: makes the folders,
+# starts the clock and prints the device report; then the stage banners, packing and shipping the best run of a
+# folder. Needs OUT (the folder that comes back) and ROOT (the run folders).
 T0=$(date +%s)
 # the shipped model's full-dev F1 at the end of its GPU run (models/squad-minilm-l6/squad_qa.json, training_metrics):
 # a candidate ships only above it (rehearsals set 0)
@@ -46,3 +47,7 @@ PY
     echo "nothing to ship from $1"
   fi
 }
+
+mkdir -p "$ROOT" "$OUT"
+stage "device"
+device_report

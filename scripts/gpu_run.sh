@@ -31,11 +31,7 @@ if [ -n "${REHEARSAL:-}" ]; then
   JOBS=2
   SHIPPED_F1=0
 fi
-source scripts/gpu_common.sh
-mkdir -p "$ROOT" "$OUT"
-
-stage "device"
-device_report
+source scripts/gpu_common.sh  # the folders, the clock, the device report
 sha256sum .device/base-fp16/model.safetensors .device/*.json.gz
 
 stage "1. ship candidate: abl-baseline seed 1, 2 epochs, alone"

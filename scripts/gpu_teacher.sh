@@ -83,11 +83,7 @@ for name in ("train-v1.1.json.gz", "dev-v1.1.json.gz"):
     shutil.copy(Path("../shared/squad") / name, root / name)
 PY
 fi
-source scripts/gpu_common.sh
-mkdir -p "$ROOT" "$OUT"
-
-stage "device"
-device_report
+source scripts/gpu_common.sh  # the folders, the clock, the device report
 
 stage "1. join the teacher's parts"
 python scripts/download_teacher.py --join_shards "$DEV_DIR/mpnet" || { echo "teacher parts missing or damaged"; exit 2; }
@@ -99,13 +95,14 @@ python scripts/train_squad.py --config experiments/teacher-mpnet.json $TEACHER_E
   | grep -iE "^[0-9-]+ [0-9:,]+ INFO squad_qa.train: training:|error" | tail -3
 # the epochs that fit: the teacher's run (its start and full-dev eval ~35 s) must leave STUDENTS_S for the rest
 budget=$((DEADLINE - $(elapsed) - STUDENTS_S - 35))
-EPOCHS=$(python - "$ROOT/probe/metrics.jsonl" "$budget" <<'PY'
-import json, math, sys
+EPOCHS=$(python - "$ROOT/probe" "$budget" <<'PY'
+import math, sys
+from pathlib import Path
 try:
-    from squad_qa.run_record import read_metrics
-    rows, _ = read_metrics(sys.argv[1])
+    from squad_qa.run_record import METRICS_FILE, read_metrics, read_run_record, run_args
+    rows, _ = read_metrics(Path(sys.argv[1]) / METRICS_FILE)
     last = rows[-1]
-    bs = json.load(open(sys.argv[1].replace("metrics.jsonl", "squad_qa.json")))["training_args"]["per_device_train_batch_size"]
+    bs = run_args(read_run_record(sys.argv[1]))["per_device_train_batch_size"]
     windows = last["step"] * bs / last["epoch"]
     # x 0.9: the first run's median over all of training (1,101/s) was 7 % under its probe's last interval (1,178/s)
     fit = float(sys.argv[2]) * 0.9 * last["samples_per_s"] / windows
@@ -120,7 +117,7 @@ stage "2. teacher: all-mpnet-base-v2, $EPOCHS epochs, alone (training budget $bu
 python scripts/ablate.py --configs experiments/teacher-mpnet.json --seeds 1 --output_root "$ROOT/teacher" \
   --results "$ROOT/teacher/RESULTS.md" --extra "--num_train_epochs $EPOCHS $TEACHER_EXTRA" \
   --time_budget $((DEADLINE - $(elapsed) - 120))
-[ -f "$ROOT/teacher/teacher-mpnet-s1/eval_results.json" ] || { echo "no teacher: stopping"; pack_runs "$ROOT/probe" "$ROOT/teacher"; exit 3; }
+[ -f "$ROOT/teacher/teacher-mpnet-s1/eval_results.json" ] || { echo "no teacher: stopping"; pack_runs "$ROOT"; exit 3; }
 cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
 PEER_EXTRA="$STUDENT_EXTRA"
@@ -141,7 +138,7 @@ wait
 
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"
 ship_best "$ROOT/kd" "$SHIPPED_F1"
-pack_runs "$ROOT/probe" "$ROOT/teacher" "$ROOT/kd"
+pack_runs "$ROOT"
 # the teacher's logits on the student's windows (float16, ~136 MB) stay on the machine in 15 MiB parts: short
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
 # --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
@@ -163,7 +160,7 @@ for mode in cached live; do
     python -c "import sys; from squad_qa.run_record import read_metrics
 rows, _ = read_metrics(sys.argv[1]); print(sys.argv[2], 'samples/s', [round(r['samples_per_s'], 1) for r in rows])" \
       "$ROOT/kd-mode/$mode/metrics.jsonl" $mode
-    pack_runs "$ROOT/probe" "$ROOT/teacher" "$ROOT/kd" "$ROOT/kd-mode"
+    pack_runs "$ROOT"
   fi
   left=$((DEADLINE - $(elapsed) - 20))
 done
