@@ -13,7 +13,7 @@ from pathlib import Path
 
 TMP_PREFIX = ".tmp-"  # temp folders beside a checkpoint; checkpoint.clean_stale_tmp removes leftovers
 
-__all__ = ["TMP_PREFIX", "atomic_file", "atomic_dir", "commit_dir"]
+__all__ = ["TMP_PREFIX", "atomic_file", "tmp_dir_for", "atomic_dir", "commit_dir"]
 
 
 @contextmanager
@@ -32,9 +32,14 @@ def atomic_file(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def tmp_dir_for(final: Path) -> Path:
+    """Where ``atomic_dir`` fills ``final``: known to every rank, while one of them makes it."""
+    return final.parent / f"{TMP_PREFIX}{final.name}"
+
+
 def atomic_dir(final: Path) -> Path:
     """A fresh temp folder next to ``final`` (same filesystem, so ``commit_dir``'s rename is atomic)."""
-    tmp = final.parent / f"{TMP_PREFIX}{final.name}"
+    tmp = tmp_dir_for(final)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

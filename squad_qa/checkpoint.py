@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from squad_qa.atomic import TMP_PREFIX, atomic_dir, commit_dir
+from squad_qa.atomic import TMP_PREFIX, atomic_dir, commit_dir, tmp_dir_for
 from squad_qa.averaging import averaged_state_dict, load_averaged_state_dict
 from squad_qa.checksums import ChecksumError, verify_checksums, write_checksums
 from squad_qa.run_record import write_run_record
@@ -81,14 +81,15 @@ class TrainState:
     DATA_POSITION_KEYS = ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
                           "num_features", "group_by_length", "max_seq_length", "doc_stride", "max_query_length",
                           "max_train_samples")
+    NOT_FLAGS = ("world_size", "num_features", "group_by_length")  # of those, the ones no flag holds by that name
 
     @classmethod
     def for_run(cls, args, world_size: int, num_features: int, total_steps: int) -> TrainState:
-        """A fresh run's state: step 0, and the flags that fix its data order (``DATA_POSITION_KEYS``)."""
+        """A fresh run's state: step 0, and what fixes its data order (``DATA_POSITION_KEYS``): the flags of
+        that name, the world size, the number of training windows and --no_group_by_length."""
         return cls(total_steps=total_steps, world_size=world_size, num_features=num_features,
                    group_by_length=not args.no_group_by_length,
-                   **{k: getattr(args, k) for k in cls.DATA_POSITION_KEYS
-                      if k not in ("world_size", "num_features", "group_by_length")})
+                   **{k: getattr(args, k) for k in cls.DATA_POSITION_KEYS if k not in cls.NOT_FLAGS})
 
     def data_position_mismatch(self, other: TrainState) -> str | None:
         """The first data-order key whose value differs from ``other``'s (None when they all agree)."""
@@ -183,7 +184,7 @@ def save_checkpoint(rt: Runtime, output_dir: Path, state: TrainState, model, tok
     The trainer_state.json is written last: a folder without it is never used.
     """
     final = output_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
-    tmp = output_dir / f"{TMP_PREFIX}{final.name}"
+    tmp = tmp_dir_for(final)  # every rank writes its RNG state into the folder that rank 0 makes
     if rt.is_main:
         atomic_dir(final)
     rt.barrier()

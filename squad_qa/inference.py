@@ -134,18 +134,9 @@ class QAReader:
         # decided once here, for every batch.
         self.input_names = model_input_names(self.model)
 
-    # The window geometry's three numbers by name (the service's request-size message reads max_seq_length).
     @property
-    def max_seq_length(self) -> int:
+    def max_seq_length(self) -> int:  # the service's request-size message reads it
         return self.window.max_seq_length
-
-    @property
-    def doc_stride(self) -> int:
-        return self.window.doc_stride
-
-    @property
-    def max_query_length(self) -> int:
-        return self.window.max_query_length
 
     @property
     def compiled(self) -> bool:
