@@ -2,7 +2,9 @@
 # The teacher's GPU session (issue 17): fine-tune all-mpnet-base-v2 on train-v1.1, then distil the default encoder
 # from it, and bring back the student to ship if it beats the shipped model. One main command of <= 10 min, after the
 # teacher's weights came over in short consecutive calls (the machine keeps what a call carried while it stays warm,
-# 30 s between calls). First run (2026-11-28, one H200): 6 calls, 809 of 900 device-seconds; see docs/RESULTS.md.
+# 30 s between calls). Runs so far (one H200 each; docs/RESULTS.md): 2026-11-28 a.m., 6 calls, 809 of 900
+# device-seconds; 2026-11-28 p.m., 9 calls, 836 s (calls 1-5 as below, 3 return calls for the teacher's logits, one
+# call of two more students).
 #
 #   here, once (everything under .device/ is git-ignored):
 #     python scripts/export_fp16.py .device/base-fp16                      # the student's base, fp16, 45 MB
@@ -17,28 +19,40 @@
 #             mv .device/parts/model.safetensors.part-00N .device/mpnet/ && sha256sum .device/mpnet/model.safetensors.part-*
 #             (against fp16_manifest.json: 603e8021..., 871fde1b..., ea4933a5..., 91a3d3c3...)
 #     call 5: carry .device/parts/model.safetensors.part-003; command: mv it into .device/mpnet/ as above, then
-#             set -o pipefail && DEADLINE_S=560 bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt   (timeout_s 600)
+#             set -o pipefail && STUDENTS="..." PEERS=... STUDENTS_S=410 DEADLINE_S=580 \
+#               bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt                                   (timeout_s 600)
+#             (the second run: STUDENTS="experiments/kd-fgm-ls01-a08-3ep.json experiments/kd-a08-4ep.json"
+#             PEERS=experiments/abl-baseline-3ep.json, 521 s; the probe gave the teacher 0.8 epochs)
 #   If the machine is lost midway: start again from call 1 only with >= 9 device-minutes left, else run gpu_run.sh's
 #   ablation rows alone (issue 17).
 #   rehearsal here (a tiny random MPNet with the real tokenizer, a few steps, CPU, ~2 min):
 #     REHEARSAL=1 OUT=/tmp/gpu-teacher bash scripts/gpu_teacher.sh
 #
-# Stages of call 5 (the first run's times on one H200 in brackets):
-#   1. join the teacher's fp16 parts and check their sha256 (squad_qa/teacher.py: join_shards)           [1 s]
-#   2a. a 60-step teacher probe: its samples/s sizes the teacher's epochs (<= 2) to the time left       [39 s]
-#   2. teacher: experiments/teacher-mpnet.json (bs 64, lr 6e-5, bf16), alone; full-dev EM/F1            [197 s]
-#   3a. the teacher's logits on the student's windows, once (a 1-step student run fills the cache)      [54 s]
+# Without training the teacher again: the second run's teacher logits came home (~/squad-runs/teacher-logits/, 139 MB,
+# 88,641 windows of train-v1.1 at 384/128/64, from its 0.8-epoch teacher, dev F1 90.14). Carried in 9 parts of
+# 15 MiB (.device/logits-parts/, 3 a call with the tree) beside .device/teacher-logits/SHA256SUMS, they save the
+# main call stages 1-3a (~215 s) for students:
+#     call 1: carry .device/base-fp16, .device/{train,dev}-v1.1.json.gz, .device/teacher-logits; sha256sum them
+#     calls 2-3: carry .device/logits-parts/teacher-logits-*.part-a{a,b,c} (then a{d,e,f}); command:
+#             mv .device/logits-parts/*.part-* .device/teacher-logits/
+#     call 4: carry the last three parts; mv them as above, then
+#             set -o pipefail && TEACHER_LOGITS=.device/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
+#               STUDENTS="..." DEADLINE_S=580 bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt   (timeout_s 600)
+#   rehearsal: REHEARSAL=1 TEACHER_LOGITS=<that file, joined here> OUT=/tmp/gpu-teacher bash scripts/gpu_teacher.sh
+#
+# Stages of call 5 (the first run's times on one H200 in brackets; the second run's after the slash):
+#   1. join the teacher's fp16 parts and check their sha256 (squad_qa/teacher.py: join_shards)     [1 s / 1 s]
+#   2a. a 60-step teacher probe: its samples/s sizes the teacher's epochs (<= 2) to the time left [39 s / 42 s]
+#   2. teacher: experiments/teacher-mpnet.json (bs 64, lr 6e-5, bf16), alone; full-dev EM/F1  [197 s / 109 s]
+#   3a. the teacher's logits on the student's windows, once (a 1-step student run fills the cache) [54 s / 53 s]
 #   3. STUDENTS side by side, seed 1 (default: 2 epochs of experiments/kd-baseline.json, the no-teacher recipe
-#      abl-baseline + --teacher, and kd-fgm-ls01.json, + FGM + label smoothing 0.1), and PEERS beside them [198 s]
-#      The next session's suggestion (the shipped recipe + FGM, ~270 s, and its no-teacher peer beside it; the
-#      probe then gives the teacher ~1.1 epochs):  STUDENTS=experiments/kd-fgm-ls01-a08-3ep.json \
-#        PEERS=experiments/abl-baseline-3ep.json STUDENTS_S=380 DEADLINE_S=560 bash scripts/gpu_teacher.sh
-#      (PEERS share $ROOT/kd, so ship_best may pick a peer: it ships the best run, teacher or not)
+#      abl-baseline + --teacher, and kd-fgm-ls01.json, + FGM + label smoothing 0.1), and PEERS beside them
+#      (PEERS share $ROOT/kd, so ship_best may pick a peer: it ships the best run, teacher or not) [198 s / 291 s]
 #   4. the best student by full-dev F1 is exported (fp16, 15 MiB parts) if it beats SHIPPED_F1; metrics packed
-#   5. with time left: the step time of --teacher_mode cached vs live, alone                  [no time was left]
+#   5. with time left: the step time of --teacher_mode cached vs live, alone         [no time was left, twice]
 # Return calls after call 5 (each ~5 s; the machine must still be warm), if the teacher's logits are wanted at home:
 #     cp runs/gpu/logits-parts/SHA256SUMS runs/gpu/logits-parts/*.part-a[a-d] $OUT/     (then a[e-h], then a[i-l]:
-#     ~136 MB is 9 parts)
+#     ~139 MB is 9 parts)
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the folder that comes back}
@@ -47,6 +61,9 @@ ROOT=${ROOT:-runs/gpu}
 STUDENTS=${STUDENTS:-"experiments/kd-baseline.json experiments/kd-fgm-ls01.json"}  # with the teacher, side by side
 PEERS=${PEERS:-}  # configs without a teacher that run beside them (e.g. experiments/abl-baseline-3ep.json)
 STUDENTS_S=${STUDENTS_S:-290}  # 3a + 3 + 4: the teacher's logits, the students side by side, export
+# the teacher's logits brought home by an earlier session (a FILE whose FILE.part-* and SHA256SUMS lie beside it):
+# stages 1-3a are skipped and every student reads it as --teacher FILE (no teacher trained, no stage 5)
+TEACHER_LOGITS=${TEACHER_LOGITS:-}
 TEACHER_EXTRA=""
 STUDENT_EXTRA="--eval_steps 500 --eval_subset 1000"
 DEV_DIR=.device
@@ -85,6 +102,13 @@ PY
 fi
 source scripts/gpu_common.sh  # the folders, the clock, the device report
 
+PEER_EXTRA="$STUDENT_EXTRA"
+if [ -n "$TEACHER_LOGITS" ]; then
+  stage "1. the teacher's logits from an earlier session: join the parts, check the sha256"
+  [ -f "$TEACHER_LOGITS" ] || cat "$TEACHER_LOGITS".part-* > "$TEACHER_LOGITS" || exit 2
+  (cd "$(dirname "$TEACHER_LOGITS")" && sha256sum -c SHA256SUMS) || { echo "teacher logits damaged"; exit 2; }
+  STUDENT_EXTRA="$STUDENT_EXTRA --teacher $TEACHER_LOGITS"
+else  # stages 1-3a: train the teacher here (not indented: the here-documents end at the line's start)
 stage "1. join the teacher's parts"
 python scripts/download_teacher.py --join_shards "$DEV_DIR/mpnet" || { echo "teacher parts missing or damaged"; exit 2; }
 sha256sum "$DEV_DIR/mpnet/model.safetensors" "$DEV_DIR/base-fp16/model.safetensors" "$DEV_DIR"/*.json.gz
@@ -120,11 +144,11 @@ python scripts/ablate.py --configs experiments/teacher-mpnet.json --seeds 1 --ou
 [ -f "$ROOT/teacher/teacher-mpnet-s1/eval_results.json" ] || { echo "no teacher: stopping"; pack_runs "$ROOT"; exit 3; }
 cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
-PEER_EXTRA="$STUDENT_EXTRA"
 STUDENT_EXTRA="$STUDENT_EXTRA --teacher $ROOT/teacher/teacher-mpnet-s1"
 stage "3a. the teacher's logits on the student's training windows, once (the students read the cache)"
 python scripts/train_squad.py --config "${STUDENTS%% *}" $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
   --max_eval_samples 10 --output_dir "$ROOT/precompute" --overwrite_output_dir 2>&1 | grep -iE "teacher logits|error" | tail -3
+fi
 
 left=$((DEADLINE - $(elapsed) - 40))
 stage "3. students with the teacher${PEERS:+ and peers without}, side by side, budget $left s"
@@ -143,7 +167,7 @@ pack_runs "$ROOT"
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
 # --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
 cache=$(ls -t runs/cache/teacher-logits-*.safetensors 2>/dev/null | head -1)
-if [ -n "$cache" ]; then
+if [ -n "$cache" ] && [ -z "$TEACHER_LOGITS" ]; then
   rm -rf "$ROOT/logits-parts" && mkdir -p "$ROOT/logits-parts"
   split -b 15M "$cache" "$ROOT/logits-parts/$(basename "$cache").part-"
   (cd "$(dirname "$cache")" && sha256sum "$(basename "$cache")") > "$ROOT/logits-parts/SHA256SUMS"
@@ -153,7 +177,7 @@ fi
 left=$((DEADLINE - $(elapsed) - 20))
 stage "5. --teacher_mode cached vs live, alone, if time is left ($left s)"
 for mode in cached live; do
-  if [ "$left" -gt 60 ]; then
+  if [ "$left" -gt 60 ] && [ -z "$TEACHER_LOGITS" ]; then
     timeout $((left / 2)) python scripts/train_squad.py --config experiments/kd-baseline.json $STUDENT_EXTRA \
       --teacher_mode $mode --max_steps ${MODE_STEPS:-150} --eval_steps 0 --eval_subset 0 --max_eval_samples 100 \
       --logging_steps ${MODE_LOG:-50} --output_dir "$ROOT/kd-mode/$mode" --overwrite_output_dir 2>&1 | grep -iE "error" | tail -3
