@@ -35,7 +35,7 @@ QUESTION_IDS = [
     "570d2556fed7b91900d45c47",  # Victoria_(Australia): 'Bendigo'
 ]
 SLICE = 300  # the first SLICE dev questions: EM/F1 must stay near the recorded full-dev figures
-SLICE_MIN_F1 = 84.0  # measured 86.5 (float32)
+SLICE_MIN_F1 = 85.0  # measured 87.6 (float32)
 TEACHER = "all-mpnet-base-v2 fine-tuned on SQuAD v1.1"  # squad_qa.json's "teacher": distilled, the page says from what
 
 
