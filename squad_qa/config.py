@@ -39,13 +39,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+EXTENDS = "extends"  # a config key: the file (relative to this one) whose keys this one starts from
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train_squad",
         description="Fine-tune a BERT-style encoder for SQuAD extractive QA (run_squad.py flags).",
         formatter_class=_HelpFormatter,
     )
-    p.add_argument("--config", help="JSON or YAML file of the same keys as the flags; command-line flags override it")
+    p.add_argument("--config", help="JSON or YAML file of the same keys as the flags; command-line flags override it; "
+                   f"'{EXTENDS}': FILE starts from another such file's keys")
 
     g = p.add_argument_group("model and data")
     g.add_argument("--model_name_or_path", help="local model folder (default: squad_qa.default_base_model_path())")
@@ -143,11 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Read a JSON/YAML experiment file into parser defaults, with the same checks argparse would do."""
-    cfg_path = Path(path)
+def _read_mapping(cfg_path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One experiment file's keys, over those of the file it ``extends`` (and so on up): a variant names its base
+    and only what it changes, so a recipe's settings have one owner."""
     if not cfg_path.is_file():
-        raise UsageError(f"--config: file not found: {cfg_path}")
+        where = f"--config {chain[-1]}: '{EXTENDS}'" if chain else "--config"
+        raise UsageError(f"{where}: file not found: {cfg_path}")
+    if cfg_path.resolve() in {c.resolve() for c in chain}:
+        raise UsageError(f"--config {chain[0]}: '{EXTENDS}' loops: {' -> '.join(map(str, (*chain, cfg_path)))}")
     text = cfg_path.read_text(encoding="utf-8")
     try:
         if cfg_path.suffix.lower() in (".yaml", ".yml"):
@@ -160,6 +167,19 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
         raise UsageError(f"--config {cfg_path}: cannot parse: {e}") from e
     if not isinstance(raw, dict):
         raise UsageError(f"--config {cfg_path}: expected a mapping of flag names to values, got {type(raw).__name__}")
+    base = raw.pop(EXTENDS, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise UsageError(f"--config {cfg_path}: '{EXTENDS}' must be a file name, got {base!r}")
+    return {**_read_mapping(cfg_path.parent / base, (*chain, cfg_path)), **raw}
+
+
+def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a JSON/YAML experiment file (and the files it extends) into parser defaults, with the same checks
+    argparse would do."""
+    cfg_path = Path(path)
+    raw = _read_mapping(cfg_path)
 
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
     cfg: dict[str, Any] = {}

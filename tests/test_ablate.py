@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import squad_qa
-from squad_qa.config import parse_args, validate_args
+from squad_qa.config import build_parser, load_config, parse_args, validate_args
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
@@ -119,7 +119,7 @@ def test_experiment_configs_are_valid_flags(tmp_path):
     # a fine-tuned QA folder with run_squad's 512 positions, as the device's runs/gpu/teacher/teacher-mpnet-s1 is
     teacher = tiny_bert_qa(tmp_path / "teacher", seed=0, layers=1, tokenizer_from=squad_qa.default_base_model_path())
     for c in configs:
-        cfg = json.loads(c.read_text())
+        cfg = load_config(str(c), build_parser())  # with the keys of the files it extends
         assert cfg["do_train"] and cfg["do_eval"] and cfg["bf16"]
         # the students' curves (the plots) need frequent evaluation; the teacher is scored once at its end
         assert cfg["eval_steps"] > 0 or c.name.startswith("teacher-"), c.name
