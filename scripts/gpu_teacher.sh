@@ -31,7 +31,10 @@
 # Without training the teacher again: the second run's teacher logits came home (~/squad-runs/teacher-logits/, 139 MB,
 # 88,641 windows of train-v1.1 at 384/128/64, from its 0.8-epoch teacher, dev F1 90.14). Carried in 9 parts of
 # 15 MiB (.device/logits-parts/, 3 a call with the tree) beside .device/teacher-logits/SHA256SUMS, they save the
-# main call stages 1-3a (~215 s) for students:
+# main call stages 1-3a (~205 s) for students. Here, once (with .device/ as above, less the teacher's parts):
+#     mkdir -p .device/teacher-logits .device/logits-parts && cp ~/squad-runs/teacher-logits/SHA256SUMS .device/teacher-logits/
+#     split -b 15M ~/squad-runs/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
+#       .device/logits-parts/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors.part-
 #     call 1: carry .device/base-fp16, .device/{train,dev}-v1.1.json.gz, .device/teacher-logits; sha256sum them
 #     calls 2-3: carry .device/logits-parts/teacher-logits-*.part-a{a,b,c} (then a{d,e,f}); command:
 #             mv .device/logits-parts/*.part-* .device/teacher-logits/
@@ -105,8 +108,14 @@ source scripts/gpu_common.sh  # the folders, the clock, the device report
 PEER_EXTRA="$STUDENT_EXTRA"
 if [ -n "$TEACHER_LOGITS" ]; then
   stage "1. the teacher's logits from an earlier session: join the parts, check the sha256"
-  [ -f "$TEACHER_LOGITS" ] || cat "$TEACHER_LOGITS".part-* > "$TEACHER_LOGITS" || exit 2
-  (cd "$(dirname "$TEACHER_LOGITS")" && sha256sum -c SHA256SUMS) || { echo "teacher logits damaged"; exit 2; }
+  sums="$(dirname "$TEACHER_LOGITS")/SHA256SUMS" name=$(basename "$TEACHER_LOGITS")
+  [ -f "$sums" ] || { echo "no $sums beside $TEACHER_LOGITS"; exit 2; }
+  if ls "$TEACHER_LOGITS".part-* > /dev/null 2>&1; then  # joined aside, so a failed join leaves nothing behind
+    cat "$TEACHER_LOGITS".part-* > "$TEACHER_LOGITS.joined" && mv "$TEACHER_LOGITS.joined" "$TEACHER_LOGITS" || exit 2
+  fi
+  [ -f "$TEACHER_LOGITS" ] || { echo "no $TEACHER_LOGITS and no parts of it"; exit 2; }
+  (cd "$(dirname "$TEACHER_LOGITS")" && grep -F "  $name" SHA256SUMS | sha256sum -c -) \
+    || { echo "teacher logits damaged: $TEACHER_LOGITS"; exit 2; }
   STUDENT_EXTRA="$STUDENT_EXTRA --teacher $TEACHER_LOGITS"
 else  # stages 1-3a: train the teacher here (not indented: the here-documents end at the line's start)
 stage "1. join the teacher's parts"
@@ -163,7 +172,7 @@ wait
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"
 ship_best "$ROOT/kd" "$SHIPPED_F1"
 pack_runs "$ROOT"
-# the teacher's logits on the student's windows (float16, ~136 MB) stay on the machine in 15 MiB parts: short
+# the teacher's logits on the student's windows (float16, ~139 MB) stay on the machine in 15 MiB parts: short
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
 # --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
 cache=$(ls -t runs/cache/teacher-logits-*.safetensors 2>/dev/null | head -1)

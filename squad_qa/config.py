@@ -147,14 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_mapping(cfg_path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """One experiment file's keys, over those of the file it ``extends`` (and so on up): a variant names its base
-    and only what it changes, so a recipe's settings have one owner."""
-    if not cfg_path.is_file():
-        where = f"--config {chain[-1]}: '{EXTENDS}'" if chain else "--config"
-        raise UsageError(f"{where}: file not found: {cfg_path}")
-    if cfg_path.resolve() in {c.resolve() for c in chain}:
-        raise UsageError(f"--config {chain[0]}: '{EXTENDS}' loops: {' -> '.join(map(str, (*chain, cfg_path)))}")
+def _read_file(cfg_path: Path) -> dict[str, Any]:
+    """One JSON/YAML file's mapping, as written."""
     text = cfg_path.read_text(encoding="utf-8")
     try:
         if cfg_path.suffix.lower() in (".yaml", ".yml"):
@@ -163,25 +157,38 @@ def _read_mapping(cfg_path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any
             raw = yaml.safe_load(text)
         else:
             raw = json.loads(text)
+    except UsageError:
+        raise
     except Exception as e:  # both parsers raise their own types; the message is what matters
         raise UsageError(f"--config {cfg_path}: cannot parse: {e}") from e
     if not isinstance(raw, dict):
         raise UsageError(f"--config {cfg_path}: expected a mapping of flag names to values, got {type(raw).__name__}")
-    base = raw.pop(EXTENDS, None)
-    if base is None:
-        return raw
-    if not isinstance(base, str):
-        raise UsageError(f"--config {cfg_path}: '{EXTENDS}' must be a file name, got {base!r}")
-    return {**_read_mapping(cfg_path.parent / base, (*chain, cfg_path)), **raw}
+    return raw
 
 
-def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Read a JSON/YAML experiment file (and the files it extends) into parser defaults, with the same checks
-    argparse would do."""
-    cfg_path = Path(path)
-    raw = _read_mapping(cfg_path)
+def _config_chain(cfg_path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The file and the files it ``extends``, each base relative to the file that names it: a variant names its
+    base and only what it changes, so a recipe's settings have one owner. The named file comes first."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    while True:
+        if not cfg_path.is_file():
+            where = f"--config {chain[-1][0]}: '{EXTENDS}'" if chain else "--config"
+            raise UsageError(f"{where}: file not found: {cfg_path}")
+        if cfg_path.resolve() in {p.resolve() for p, _ in chain}:
+            loop = " -> ".join(str(p) for p in (*(p for p, _ in chain), cfg_path))
+            raise UsageError(f"--config {chain[0][0]}: '{EXTENDS}' loops: {loop}")
+        raw = _read_file(cfg_path)
+        base = raw.pop(EXTENDS, None) if EXTENDS in raw else False
+        chain.append((cfg_path, raw))
+        if base is False:
+            return chain
+        if not isinstance(base, str) or not base:
+            raise UsageError(f"--config {cfg_path}: '{EXTENDS}' must be a file name, got {base!r}")
+        cfg_path = cfg_path.parent / base
 
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+
+def _as_defaults(raw: dict[str, Any], cfg_path: Path, actions: dict[str, argparse.Action]) -> dict[str, Any]:
+    """One file's keys as parser defaults, with the checks argparse would do; errors name that file."""
     cfg: dict[str, Any] = {}
     unknown = []
     for key, value in raw.items():
@@ -204,6 +211,15 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
         cfg[dest] = value
     if unknown:
         raise UsageError(f"--config {cfg_path}: unknown keys {sorted(unknown)} (use the flag names, e.g. learning_rate)")
+    return cfg
+
+
+def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a JSON/YAML experiment file (over the files it extends) into parser defaults."""
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    cfg: dict[str, Any] = {}
+    for cfg_path, raw in reversed(_config_chain(Path(path))):  # the base first: each file overrides the one it extends
+        cfg.update(_as_defaults(raw, cfg_path, actions))
     return cfg
 
 

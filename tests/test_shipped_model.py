@@ -30,7 +30,7 @@ QUESTION_IDS = [
     "56dddf4066d3e219004dad5f",  # Normans: 'William the Conqueror'
     "56df9ee138dc421700152108",  # Nikola_Tesla: '1884'
     "56e748a200c9c71400d76f37",  # Teacher: 'cultures'
-    "5705e33f52bb89140068964c",  # Southern_California: 'Southern California Megaregion'
+    "5705e33f52bb89140068964c",  # Southern_California: 'greater Southern California Megaregion'
     "57094a79efce8f15003a7dc4",  # Sky_(United_Kingdom): '2006'
     "570d2556fed7b91900d45c47",  # Victoria_(Australia): 'Bendigo'
 ]

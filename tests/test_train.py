@@ -316,12 +316,13 @@ def test_config_file_supplies_defaults_and_flags_override(tmp_path):
 
 
 def test_config_extends_another_file(tmp_path):
-    """'extends': a variant names its base (relative to itself) and what it changes; chains resolve in order."""
-    (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "recipe.json").write_text(json.dumps({"learning_rate": 1e-4, "num_train_epochs": 2,
-                                                                "label_smoothing": 0.1}))
-    (tmp_path / "more.json").write_text(json.dumps({"extends": "base/recipe.json", "num_train_epochs": 3}))
-    (tmp_path / "most.yaml").write_text("extends: more.json\nkd_temperature: 4.0\nteacher: t\n")
+    """'extends': a variant names its base (relative to itself, not to the file first named) and what it changes;
+    chains resolve base first; a bad base, a loop or a bad key is refused naming the file that holds it."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "recipe.json").write_text(json.dumps({"learning_rate": 1e-4, "num_train_epochs": 2,
+                                                               "label_smoothing": 0.1}))
+    (tmp_path / "sub" / "more.json").write_text(json.dumps({"extends": "recipe.json", "num_train_epochs": 3}))
+    (tmp_path / "most.yaml").write_text("extends: sub/more.json\nkd_temperature: 4.0\nteacher: t\n")
     args = parse_args(["--config", str(tmp_path / "most.yaml"), "--learning_rate", "3e-5"])
     assert (args.learning_rate, args.num_train_epochs, args.label_smoothing, args.kd_temperature) == (3e-5, 3.0, 0.1, 4.0)
 
@@ -331,10 +332,15 @@ def test_config_extends_another_file(tmp_path):
             parse_args(["--config", str(tmp_path / "bad.json")])
 
     refused({"extends": "nowhere.json"}, r"bad\.json: 'extends': file not found: .*nowhere\.json")
-    refused({"extends": 3}, r"'extends' must be a file name, got 3")
+    refused({"extends": 3}, r"bad\.json: 'extends' must be a file name, got 3")
+    refused({"extends": None}, r"'extends' must be a file name, got None")
     refused({"extends": "bad.json"}, r"'extends' loops: .*bad\.json -> .*bad\.json")
+    (tmp_path / "other.json").write_text(json.dumps({"extends": "bad.json"}))
+    refused({"extends": "other.json"}, r"'extends' loops: .*bad\.json -> .*other\.json -> .*bad\.json")
     (tmp_path / "typo.json").write_text(json.dumps({"learning_rat": 1e-4}))
-    refused({"extends": "typo.json"}, r"unknown keys \['learning_rat'\]")  # a base's keys are checked too
+    refused({"extends": "typo.json"}, r"typo\.json: unknown keys \['learning_rat'\]")  # the base's keys, its name
+    (tmp_path / "badtype.json").write_text(json.dumps({"num_train_epochs": "many"}))
+    refused({"extends": "badtype.json", "seed": 1}, r"badtype\.json: 'num_train_epochs'")
 
 
 # ---------------------------------------------------------------------------------------------------------
