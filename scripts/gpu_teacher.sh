@@ -175,8 +175,9 @@ pack_runs "$ROOT"
 # the teacher's logits on the student's windows (float16, ~139 MB) stay on the machine in 15 MiB parts: short
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
 # --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
+if [ -z "$TEACHER_LOGITS" ]; then  # a teacher was trained here: its logits in parts, then stage 5
 cache=$(ls -t runs/cache/teacher-logits-*.safetensors 2>/dev/null | head -1)
-if [ -n "$cache" ] && [ -z "$TEACHER_LOGITS" ]; then
+if [ -n "$cache" ]; then
   rm -rf "$ROOT/logits-parts" && mkdir -p "$ROOT/logits-parts"
   split -b 15M "$cache" "$ROOT/logits-parts/$(basename "$cache").part-"
   (cd "$(dirname "$cache")" && sha256sum "$(basename "$cache")") > "$ROOT/logits-parts/SHA256SUMS"
@@ -186,7 +187,7 @@ fi
 left=$((DEADLINE - $(elapsed) - 20))
 stage "5. --teacher_mode cached vs live, alone, if time is left ($left s)"
 for mode in cached live; do
-  if [ "$left" -gt 60 ] && [ -z "$TEACHER_LOGITS" ]; then
+  if [ "$left" -gt 60 ]; then
     timeout $((left / 2)) python scripts/train_squad.py --config experiments/kd-baseline.json $STUDENT_EXTRA \
       --teacher_mode $mode --max_steps ${MODE_STEPS:-150} --eval_steps 0 --eval_subset 0 --max_eval_samples 100 \
       --logging_steps ${MODE_LOG:-50} --output_dir "$ROOT/kd-mode/$mode" --overwrite_output_dir 2>&1 | grep -iE "error" | tail -3
@@ -197,5 +198,6 @@ rows, _ = read_metrics(sys.argv[1]); print(sys.argv[2], 'samples/s', [round(r['s
   fi
   left=$((DEADLINE - $(elapsed) - 20))
 done
+fi
 ls -la "$OUT"
 stage "end"

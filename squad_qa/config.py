@@ -149,16 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_file(cfg_path: Path) -> dict[str, Any]:
     """One JSON/YAML file's mapping, as written."""
+    is_yaml = cfg_path.suffix.lower() in (".yaml", ".yml")
+    if is_yaml and yaml is None:
+        raise UsageError(f"--config {cfg_path}: YAML needs pyyaml (pip install pyyaml), or use JSON")
     text = cfg_path.read_text(encoding="utf-8")
     try:
-        if cfg_path.suffix.lower() in (".yaml", ".yml"):
-            if yaml is None:
-                raise UsageError(f"--config {cfg_path}: YAML needs pyyaml (pip install pyyaml), or use JSON")
-            raw = yaml.safe_load(text)
-        else:
-            raw = json.loads(text)
-    except UsageError:
-        raise
+        raw = yaml.safe_load(text) if is_yaml else json.loads(text)
     except Exception as e:  # both parsers raise their own types; the message is what matters
         raise UsageError(f"--config {cfg_path}: cannot parse: {e}") from e
     if not isinstance(raw, dict):
@@ -178,10 +174,10 @@ def _config_chain(cfg_path: Path) -> list[tuple[Path, dict[str, Any]]]:
             loop = " -> ".join(str(p) for p in (*(p for p, _ in chain), cfg_path))
             raise UsageError(f"--config {chain[0][0]}: '{EXTENDS}' loops: {loop}")
         raw = _read_file(cfg_path)
-        base = raw.pop(EXTENDS, None) if EXTENDS in raw else False
         chain.append((cfg_path, raw))
-        if base is False:
+        if EXTENDS not in raw:
             return chain
+        base = raw.pop(EXTENDS)
         if not isinstance(base, str) or not base:
             raise UsageError(f"--config {cfg_path}: '{EXTENDS}' must be a file name, got {base!r}")
         cfg_path = cfg_path.parent / base

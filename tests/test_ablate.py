@@ -18,7 +18,6 @@ import squad_qa
 from squad_qa.config import build_parser, load_config, parse_args, validate_args
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
 
 
 ablate = load_script("ablate")
@@ -31,7 +30,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def tiny_config(path: Path, model: Path, **over) -> Path:
-    cfg = {"model_name_or_path": str(model), "train_file": str(FIXTURE), "predict_file": str(FIXTURE),
+    cfg = {"model_name_or_path": str(model), "train_file": str(TINY_SQUAD), "predict_file": str(TINY_SQUAD),
            "do_train": True, "do_eval": True, "max_seq_length": 128, "doc_stride": 48,
            "per_device_train_batch_size": 8, "per_device_eval_batch_size": 32, "learning_rate": 1e-3,
            "max_steps": 3, "logging_steps": 1, "eval_steps": 2, "save_steps": 0, "no_cuda": True}
@@ -123,7 +122,7 @@ def test_experiment_configs_are_valid_flags(tmp_path):
         assert cfg["do_train"] and cfg["do_eval"] and cfg["bf16"]
         # the students' curves (the plots) need frequent evaluation; the teacher is scored once at its end
         assert cfg["eval_steps"] > 0 or c.name.startswith("teacher-"), c.name
-        cfg.update(train_file=str(FIXTURE), predict_file=str(FIXTURE), model_name_or_path=str(tmp_path))
+        cfg.update(train_file=str(TINY_SQUAD), predict_file=str(TINY_SQUAD), model_name_or_path=str(tmp_path))
         if "teacher" in cfg:
             cfg["teacher"] = str(teacher)
         fixed = tmp_path / c.name

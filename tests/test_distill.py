@@ -32,7 +32,6 @@ from squad_qa.features import convert_examples_to_features
 from squad_qa.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss, span_valid_mask
 from squad_qa.train import main
 
-FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
 SEQ, STRIDE, SAMPLES = 128, 48, 16
 
 
@@ -48,7 +47,7 @@ def student_tok():
 
 @pytest.fixture(scope="module")
 def train_data(student_tok):
-    examples = read_squad_examples(str(FIXTURE), is_training=True)[:SAMPLES]
+    examples = read_squad_examples(str(TINY_SQUAD), is_training=True)[:SAMPLES]
     features = convert_examples_to_features(examples, student_tok, max_seq_length=SEQ, doc_stride=STRIDE,
                                             is_training=True, show_progress=False)
     return examples, features
@@ -355,7 +354,7 @@ def test_kd_half_and_half_runs_writes_metrics_and_differs_from_plain_training(ti
                                                                               tmp_path):
     out, plain = tmp_path / "kd", tmp_path / "plain"
     assert main(_run_args(tiny_qa_checkpoint, out, "--teacher", str(bert_teacher), "--kd_alpha", "0.5",
-                          "--cache_dir", str(tmp_path / "cache"), "--max_steps", "2", "--predict_file", str(FIXTURE),
+                          "--cache_dir", str(tmp_path / "cache"), "--max_steps", "2", "--predict_file", str(TINY_SQUAD),
                           "--do_eval", "--max_eval_samples", "8")) == 0
     assert (out / "eval_results.json").is_file()
     assert list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))  # default: --cache_dir
@@ -402,10 +401,10 @@ def test_an_ensembles_saved_logits_teach_like_its_folder(tiny_qa_checkpoint, ber
 
     geometry = ["--max_seq_length", str(SEQ), "--doc_stride", str(STRIDE), "--max_query_length", "64"]
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    assert predict_main(["--model", str(bert_teacher), "--predict_file", str(FIXTURE), "--output_dir",
+    assert predict_main(["--model", str(bert_teacher), "--predict_file", str(TINY_SQUAD), "--output_dir",
                          str(tmp_path / "p1"), "--save_logits", str(one), "--no_packing", *geometry]) == 0
     assert predict_main(["--model", str(bert_teacher), "--model", str(second_checkpoint), "--predict_file",
-                         str(FIXTURE), "--output_dir", str(tmp_path / "p2"), "--save_logits", str(two),
+                         str(TINY_SQUAD), "--output_dir", str(tmp_path / "p2"), "--save_logits", str(two),
                          *geometry]) == 0
     losses = {}
     for name, teacher in (("folder", bert_teacher), ("file", one), ("ensemble", two)):

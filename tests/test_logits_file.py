@@ -20,7 +20,6 @@ from squad_qa.features import convert_examples_to_features
 from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, read_logits_metadata,
                                   save_window_logits)
 
-FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
 SEQ, STRIDE, QUERY = 64, 16, 24
 WINDOW = {"max_seq_length": SEQ, "doc_stride": STRIDE, "max_query_length": QUERY}
 
@@ -30,7 +29,7 @@ def data():
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(squad_qa.default_base_model_path()))
-    examples = read_squad_examples(str(FIXTURE), is_training=False)
+    examples = read_squad_examples(str(TINY_SQUAD), is_training=False)
 
     def cut(exs):
         return convert_examples_to_features(exs, tok, max_seq_length=SEQ, doc_stride=STRIDE, max_query_length=QUERY,
@@ -53,7 +52,7 @@ def test_round_trip_keeps_logits_windows_and_header(tmp_path, data):
     start, end = _logits(features)
     start[0, 1] = -1e9  # a masked score: stored clamped to float16's range, not as -inf
     path = save_window_logits(tmp_path / "l.safetensors", start, end, features, [e.qas_id for e in examples],
-                              window=WINDOW, models=["a", "b"], squad_file=FIXTURE, extra={"teacher": {"x": 1}})
+                              window=WINDOW, models=["a", "b"], squad_file=TINY_SQUAD, extra={"teacher": {"x": 1}})
     assert not list(tmp_path.glob("*.tmp"))
     got = load_window_logits(path)
     assert len(got) == len(features) and got.start.dtype == torch.float16
@@ -66,7 +65,7 @@ def test_round_trip_keeps_logits_windows_and_header(tmp_path, data):
     np.testing.assert_array_equal(got.seq_len, features.seq_len)
     meta = read_logits_metadata(path)
     assert got.geometry() == WINDOW and json.loads(meta["models"]) == ["a", "b"]
-    assert meta["squad_file"] == str(FIXTURE) and json.loads(meta["teacher"]) == {"x": 1}
+    assert meta["squad_file"] == str(TINY_SQUAD) and json.loads(meta["teacher"]) == {"x": 1}
     assert got.aligned_to(features, [e.qas_id for e in examples], WINDOW) is got  # same windows: as is
     s, e = got.gather([3, 1], 17)
     assert s.dtype == torch.float32 and s.shape == (2, 17)

@@ -22,7 +22,6 @@ from squad_qa.config import parse_args
 from squad_qa.batching import LengthGroupedBatchSampler
 from squad_qa.train import main
 
-FIXTURE = TINY_SQUAD  # the tiny SQuAD file (conftest)
 FIXTURE_V2 = Path(__file__).parent / "fixtures" / "tiny_squad_v2.json"
 CHECKPOINT_0_1 = Path(__file__).parent / "fixtures" / "checkpoint_0_1"
 
@@ -81,7 +80,7 @@ def test_length_grouped_sampler_is_deterministic_sharded_and_groups_lengths():
 
 def test_overfits_32_questions_then_eval_only_reproduces(nodrop_model, tmp_path):
     out = tmp_path / "run"
-    argv = run_args(nodrop_model, out, "--predict_file", str(FIXTURE), "--do_eval", "--max_train_samples", "32",
+    argv = run_args(nodrop_model, out, "--predict_file", str(TINY_SQUAD), "--do_eval", "--max_train_samples", "32",
                     "--max_eval_samples", "32", "--per_device_train_batch_size", "8", "--learning_rate", "5e-3",
                     "--num_train_epochs", "50", "--warmup_ratio", "0.1", "--logging_steps", "25")
     assert main(argv) == 0
@@ -100,7 +99,7 @@ def test_overfits_32_questions_then_eval_only_reproduces(nodrop_model, tmp_path)
 
     # the saved folder is a complete model: evaluating it alone gives the same scores
     out2 = tmp_path / "eval_only"
-    assert main(["--model_name_or_path", str(out), "--predict_file", str(FIXTURE), "--output_dir", str(out2),
+    assert main(["--model_name_or_path", str(out), "--predict_file", str(TINY_SQUAD), "--output_dir", str(out2),
                  "--max_seq_length", "128", "--doc_stride", "48", "--max_eval_samples", "32", "--do_eval"]) == 0
     again = json.loads((out2 / "eval_results.json").read_text())
     assert again["f1"] == pytest.approx(results["f1"]) and again["exact_match"] == pytest.approx(results["exact_match"])
@@ -120,7 +119,7 @@ def baseline(tiny_qa_checkpoint, tmp_path_factory) -> Path:
 def test_ema_saves_and_evaluates_the_averaged_weights(tiny_qa_checkpoint, baseline, tmp_path):
     out = tmp_path / "ema"
     assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "3", "--save_steps", "3", "--ema_decay", "0.5",
-                         "--predict_file", str(FIXTURE), "--do_eval", "--max_eval_samples", "8")) == 0
+                         "--predict_file", str(TINY_SQUAD), "--do_eval", "--max_eval_samples", "8")) == 0
     info = json.loads((out / "squad_qa.json").read_text())
     assert info["weights"] == "ema"
     assert json.loads((out / "eval_results.json").read_text())["weights"] == "ema"
@@ -191,7 +190,7 @@ def test_eval_subset_is_the_first_questions_of_the_eval_set(tiny_qa_checkpoint, 
     from squad_qa.evaluation import load_eval_data
     from squad_qa.runtime import Runtime
 
-    args = parse_args(run_args(tiny_qa_checkpoint, tmp_path, "--predict_file", str(FIXTURE)))
+    args = parse_args(run_args(tiny_qa_checkpoint, tmp_path, "--predict_file", str(TINY_SQUAD)))
     tok = AutoTokenizer.from_pretrained(str(tiny_qa_checkpoint))
     rt = Runtime(torch.device("cpu"))
     full, loaded = load_eval_data(args, tok, rt), load_eval_data(args, tok, rt, limit=4)
@@ -206,7 +205,7 @@ def test_eval_subset_is_the_first_questions_of_the_eval_set(tiny_qa_checkpoint, 
 def test_tricks_compose_and_eval_steps_keeps_the_best(tiny_qa_checkpoint, tmp_path, monkeypatch, capsys):
     out = tmp_path / "combo"
     assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "4", "--adv", "fgm", "--ema_decay", "0.9",
-                         "--label_smoothing", "0.1", "--llrd_decay", "0.8", "--predict_file", str(FIXTURE),
+                         "--label_smoothing", "0.1", "--llrd_decay", "0.8", "--predict_file", str(TINY_SQUAD),
                          "--eval_steps", "2", "--eval_subset", "10")) == 0
     evals = eval_rows(out)
     assert [r["step"] for r in evals] == [2, 4]
@@ -272,7 +271,7 @@ def test_more_warmup_than_steps_and_eval_of_a_base_encoder_are_refused(tiny_qa_c
     with caplog.at_level(logging.ERROR, logger="squad_qa"):
         assert main(run_args(tiny_qa_checkpoint, tmp_path / "w", "--max_steps", "2", "--warmup_steps", "50")) == 2
         assert main(["--model_name_or_path", str(squad_qa.default_base_model_path()), "--do_eval",
-                     "--predict_file", str(FIXTURE), "--output_dir", str(tmp_path / "e")]) == 2
+                     "--predict_file", str(TINY_SQUAD), "--output_dir", str(tmp_path / "e")]) == 2
     assert "--warmup_steps 50 exceeds the 2 optimiser steps of this run" in caplog.text
     assert "--do_eval without --do_train needs a fine-tuned checkpoint" in caplog.text
     assert not (tmp_path / "e").exists()
@@ -324,7 +323,8 @@ def test_config_extends_another_file(tmp_path):
     (tmp_path / "sub" / "more.json").write_text(json.dumps({"extends": "recipe.json", "num_train_epochs": 3}))
     (tmp_path / "most.yaml").write_text("extends: sub/more.json\nkd_temperature: 4.0\nteacher: t\n")
     args = parse_args(["--config", str(tmp_path / "most.yaml"), "--learning_rate", "3e-5"])
-    assert (args.learning_rate, args.num_train_epochs, args.label_smoothing, args.kd_temperature) == (3e-5, 3.0, 0.1, 4.0)
+    got = (args.learning_rate, args.num_train_epochs, args.label_smoothing, args.kd_temperature)
+    assert got == (3e-5, 3.0, 0.1, 4.0)
 
     def refused(cfg: dict, match: str) -> None:
         (tmp_path / "bad.json").write_text(json.dumps(cfg))
@@ -475,7 +475,7 @@ def test_absurd_learning_rate_is_caught(tiny_qa_checkpoint, tmp_path, caplog):
 def test_torchrun_two_processes_train_and_evaluate(tiny_qa_checkpoint, tmp_path):
     out = tmp_path / "ddp"
     log = torchrun_train(run_args(tiny_qa_checkpoint, out, "--max_steps", "3", "--save_steps", "3", "--predict_file",
-                                  str(FIXTURE), "--do_eval"))
+                                  str(TINY_SQUAD), "--do_eval"))
     assert "world size 2" in log
     results = json.loads((out / "eval_results.json").read_text())
     assert results["num_questions"] == 36 and 0.0 <= results["f1"] <= 100.0
