@@ -33,9 +33,9 @@ def model_card(dst: Path, src: Path) -> str:
     info = read_run_record(dst)
     metrics = info.get("metrics") or {}
     targs = run_args(info)
-    em, f1 = em_of(metrics, math.nan), f1_of(metrics, math.nan)
+    em, f1 = em_of(metrics, math.nan), f1_of(metrics, math.nan)  # NaN: not recorded
     score = (f"EM {em:.2f} / F1 {f1:.2f} on {metrics.get('num_questions', '?')} SQuAD v1.1 dev questions "
-             f"({info.get('weights', '?')} weights, scored before the fp16 export)" if not (math.isnan(em) or math.isnan(f1))
+             f"({info.get('weights', '?')} weights, scored before the fp16 export)" if not math.isnan(em + f1)
              else "no metrics recorded in squad_qa.json")
     keys = ["learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_seq_length", "doc_stride",
             "warmup_ratio", "label_smoothing", "adv", "ema_decay", "swa_start", "llrd_decay", "reinit_layers",
