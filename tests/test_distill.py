@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import squad_qa
 import squad_qa.distill as distill_module
-from conftest import TINY_SQUAD, max_diff, metrics_rows, run_args, torchrun_train, train_rows, weights, window_mask
+from conftest import TINY_SQUAD, max_diff, run_args, torchrun_train, train_rows, weights, window_mask
 from squad_qa.batching import predict_logits
 from squad_qa.checksums import file_sha256, write_checksums
 from squad_qa.data import read_squad_examples
@@ -318,8 +318,8 @@ def test_student_trained_on_cached_teacher_logits_moves_toward_the_teacher(tiny_
                               "--max_steps", "2")) == 0
     assert "teacher logits: cached in" in caplog.text and f"teacher logits from {files[0]}" in caplog.text
     assert files[0].stat().st_mtime_ns == mtime
-    rows2 = metrics_rows(tmp_path / "kd2")
-    rows3 = metrics_rows(tmp_path / "kd3")
+    rows2 = train_rows(tmp_path / "kd2")
+    rows3 = train_rows(tmp_path / "kd3")
     assert rows2[0]["loss"] == rows3[0]["loss"]  # same logits, same default alpha/temperature
 
     # fewer questions: their own windows are found in the file; other windows (another --doc_stride) are refused
@@ -360,7 +360,7 @@ def test_kd_half_and_half_runs_writes_metrics_and_differs_from_plain_training(ti
     assert list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))  # default: --cache_dir
     assert main(_run_args(tiny_qa_checkpoint, plain, "--max_steps", "2")) == 0
     kd_rows = train_rows(out)
-    plain_rows = metrics_rows(plain)
+    plain_rows = train_rows(plain)
     assert len(kd_rows) == 2 and all(np.isfinite(r["loss"]) for r in kd_rows)
     assert kd_rows[0]["loss"] != pytest.approx(plain_rows[0]["loss"], rel=1e-4)
 

@@ -90,7 +90,7 @@ def test_overfits_32_questions_then_eval_only_reproduces(nodrop_model, tmp_path)
     preds = json.loads((out / "predictions.json").read_text())
     assert len(preds) == 32
     assert (out / "nbest_predictions.json").is_file()
-    rows = metrics_rows(out)
+    rows = train_rows(out)
     assert rows[-1]["step"] == 200 and rows[-1]["loss"] < rows[0]["loss"] / 5
     assert {"step", "epoch", "loss", "lr", "samples_per_s", "tokens_per_s"} <= set(rows[0])
     info = json.loads((out / "squad_qa.json").read_text())
@@ -174,7 +174,7 @@ def test_reinit_layers_redraws_only_the_top_layers(tiny_qa_checkpoint, tmp_path)
 def test_loss_tricks_change_the_training(tiny_qa_checkpoint, baseline, tmp_path, flags):
     out = tmp_path / "trick"
     assert main(run_args(tiny_qa_checkpoint, out, "--max_steps", "3", *flags)) == 0
-    base_rows, rows = metrics_rows(baseline), metrics_rows(out)
+    base_rows, rows = train_rows(baseline), train_rows(out)
     if flags[0] in ("--label_smoothing", "--rdrop_alpha"):
         # same seed, same first batch, same weights: only the loss definition differs
         assert rows[0]["loss"] != pytest.approx(base_rows[0]["loss"], rel=1e-4)
@@ -483,7 +483,7 @@ def test_torchrun_two_processes_train_and_evaluate(tiny_qa_checkpoint, tmp_path)
     assert sorted((out / "checkpoint-3").glob("rng_state_*.pt")) == [out / "checkpoint-3" / f"rng_state_{r}.pt"
                                                                      for r in (0, 1)]
     # 36 features, batch 4 -> 9 batches, wrapped to 10 -> 5 per rank: each step covers 8 samples
-    rows = metrics_rows(out)
+    rows = train_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[0]["epoch"] == pytest.approx(0.2)
     assert json.loads((out / "squad_qa.json").read_text())["world_size"] == 2
 
