@@ -95,13 +95,18 @@ def test_page_reports_errors(live_server, browser_page):
     assert page.locator("#passage mark").count() == 0
 
 
+def model_line(page) -> str:
+    """The page's model line, once /v1/model has filled it in."""
+    page.wait_for_function("() => document.getElementById('model-line').textContent.startsWith('Answering with')")
+    return page.locator("#model-line").inner_text()
+
+
 def test_page_names_the_model_and_answers_an_example(live_server, browser_page):
     base_url, _ = live_server
     page = browser_page
     page.goto(base_url + "/")
     info = httpx.get(base_url + "/v1/model").json()
-    page.wait_for_function("() => document.getElementById('model-line').textContent.startsWith('Answering with')")
-    assert info["name"] in page.locator("#model-line").inner_text()
+    assert info["name"] in model_line(page)
 
     page.get_by_role("button", name="Marie Curie").click()
     mark = page.locator("#passage mark")
@@ -130,13 +135,11 @@ def test_page_says_what_a_distilled_model_was_distilled_from(live_server, browse
     page.route("**/v1/model", lambda route: route.fulfill(json=info))
     try:
         page.goto(base_url + "/")
-        page.wait_for_function("() => document.getElementById('model-line').textContent.startsWith('Answering with')")
-        assert page.locator("#model-line").inner_text() == (
+        assert model_line(page) == (
             f"Answering with {info['name']} (minilm, distilled from mpnet-squad): EM 75.2 / F1 84.2 on 10,570 SQuAD dev "
             "questions.")
         info["base"] = None  # no base encoder recorded: the teacher is still named
         page.reload()
-        page.wait_for_function("() => document.getElementById('model-line').textContent.startsWith('Answering with')")
-        assert page.locator("#model-line").inner_text().startswith(f"Answering with {info['name']} (distilled from mpnet-squad):")
+        assert model_line(page).startswith(f"Answering with {info['name']} (distilled from mpnet-squad):")
     finally:
         page.unroute("**/v1/model")
