@@ -61,8 +61,9 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the folder that comes back}
 DEADLINE=${DEADLINE_S:-540}  # seconds from start: packing must be done well before the command's timeout
 ROOT=${ROOT:-runs/gpu}
-STUDENTS=${STUDENTS:-"experiments/kd-baseline.json experiments/kd-fgm-ls01.json"}  # with the teacher, side by side
-PEERS=${PEERS:-}  # configs without a teacher that run beside them (e.g. experiments/abl-baseline-3ep.json)
+# with the teacher, side by side; an entry CONFIG@SEED runs that seed (default 1)
+STUDENTS=${STUDENTS:-"experiments/kd-baseline.json experiments/kd-fgm-ls01.json"}
+PEERS=${PEERS:-}  # configs without a teacher that run beside them (e.g. experiments/abl-baseline-3ep.json), @SEED too
 STUDENTS_S=${STUDENTS_S:-290}  # 3a + 3 + 4: the teacher's logits, the students side by side, export
 # the teacher's logits brought home by an earlier session (a FILE whose FILE.part-* and SHA256SUMS lie beside it):
 # stages 1-3a are skipped and every student reads it as --teacher FILE (no teacher trained, no stage 5)
@@ -112,6 +113,8 @@ if [ -n "$TEACHER_LOGITS" ]; then
   [ -f "$sums" ] || { echo "no $sums beside $TEACHER_LOGITS"; exit 2; }
   if ls "$TEACHER_LOGITS".part-* > /dev/null 2>&1; then  # joined aside, so a failed join leaves nothing behind
     cat "$TEACHER_LOGITS".part-* > "$TEACHER_LOGITS.joined" && mv "$TEACHER_LOGITS.joined" "$TEACHER_LOGITS" || exit 2
+  elif [ -f "$TEACHER_LOGITS.gz" ]; then  # gzip: 139 MB of float16 logits are 29 MB (the masked positions repeat)
+    python -m gzip -d "$TEACHER_LOGITS.gz" || exit 2
   fi
   [ -f "$TEACHER_LOGITS" ] || { echo "no $TEACHER_LOGITS and no parts of it"; exit 2; }
   (cd "$(dirname "$TEACHER_LOGITS")" && grep -F "  $name" SHA256SUMS | sha256sum -c -) \
@@ -155,18 +158,23 @@ cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
 STUDENT_EXTRA="$STUDENT_EXTRA --teacher $ROOT/teacher/teacher-mpnet-s1"
 stage "3a. the teacher's logits on the student's training windows, once (the students read the cache)"
-python scripts/train_squad.py --config "${STUDENTS%% *}" $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
+first=${STUDENTS%% *}
+python scripts/train_squad.py --config "${first%@*}" $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
   --max_eval_samples 10 --output_dir "$ROOT/precompute" --overwrite_output_dir 2>&1 | grep -iE "teacher logits|error" | tail -3
 fi
 
 left=$((DEADLINE - $(elapsed) - 40))
 stage "3. students with the teacher${PEERS:+ and peers without}, side by side, budget $left s"
-if [ -n "$PEERS" ]; then
-  python scripts/ablate.py --configs $PEERS --seeds 1 --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS-peers.md" \
-    --extra "$PEER_EXTRA" --jobs $(echo $PEERS | wc -w) --time_budget "$left" &
-fi
-python scripts/ablate.py --configs $STUDENTS --seeds 1 --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS.md" \
-  --extra "$STUDENT_EXTRA" --jobs $(echo $STUDENTS | wc -w) --time_budget "$left"
+side_by_side() {  # side_by_side STEM EXTRA ENTRY...: ENTRY is CONFIG or CONFIG@SEED (seed 1); one ablate.py per seed
+  local stem=$1 extra=$2 seed configs; shift 2
+  for seed in $(for e in "$@"; do [ "${e##*@}" = "$e" ] && echo 1 || echo "${e##*@}"; done | sort -un); do
+    configs=$(for e in "$@"; do [ "${e##*@}" = "$e" ] && s=1 || s=${e##*@}; [ "$s" = "$seed" ] && echo "${e%@*}"; done)
+    python scripts/ablate.py --configs $configs --seeds "$seed" --output_root "$ROOT/kd" \
+      --results "$ROOT/kd/$stem-s$seed.md" --extra "$extra" --jobs $(echo $configs | wc -w) --time_budget "$left" &
+  done
+}
+[ -z "$PEERS" ] || side_by_side RESULTS-peers "$PEER_EXTRA" $PEERS
+side_by_side RESULTS "$STUDENT_EXTRA" $STUDENTS
 wait
 
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"
