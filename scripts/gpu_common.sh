@@ -4,7 +4,7 @@
 T0=$(date +%s)
 # the shipped model's full-dev F1 at the end of its GPU run (models/squad-minilm-l6/squad_qa.json, training_metrics):
 # a candidate ships only above it (rehearsals set 0)
-SHIPPED_F1=${SHIPPED_F1:-85.27}
+SHIPPED_F1=${SHIPPED_F1:-85.74}
 elapsed() { echo $(( $(date +%s) - T0 )); }
 stage() { echo "=== [$(elapsed) s] $*"; }
 

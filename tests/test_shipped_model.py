@@ -29,13 +29,13 @@ QUESTION_IDS = [
     "57336755d058e614000b5a3d",  # Warsaw: '100'
     "56dddf4066d3e219004dad5f",  # Normans: 'William the Conqueror'
     "56df9ee138dc421700152108",  # Nikola_Tesla: '1884'
-    "56e748a200c9c71400d76f37",  # Teacher: 'cultures'
-    "5705e33f52bb89140068964c",  # Southern_California: 'greater Southern California Megaregion'
+    "56e7477700c9c71400d76f24",  # Teacher: 'pedagogy'
+    "5705e33f52bb89140068964c",  # Southern_California: 'Southern California Megaregion'
     "57094a79efce8f15003a7dc4",  # Sky_(United_Kingdom): '2006'
     "570d2556fed7b91900d45c47",  # Victoria_(Australia): 'Bendigo'
 ]
 SLICE = 300  # the first SLICE dev questions: EM/F1 must stay near the recorded full-dev figures
-SLICE_MIN_F1 = 85.0  # measured 87.6 (float32)
+SLICE_MIN_F1 = 87.0  # measured 89.6 (float32)
 TEACHER = "all-mpnet-base-v2 fine-tuned on SQuAD v1.1"  # squad_qa.json's "teacher": distilled, the page says from what
 
 
