@@ -4,7 +4,7 @@
 # teacher's weights came over in short consecutive calls (the machine keeps what a call carried while it stays warm,
 # 30 s between calls). Runs so far (one H200 each; docs/RESULTS.md): 2026-11-28 a.m., 6 calls, 809 of 900
 # device-seconds; 2026-11-28 p.m., 9 calls, 836 s (calls 1-5 as below, 3 return calls for the teacher's logits, one
-# call of two more students).
+# call of two more students); 2026-11-28 evening, 2 calls, ~630 s (no teacher: its logits, gzipped; see below).
 #
 #   here, once (everything under .device/ is git-ignored):
 #     python scripts/export_fp16.py .device/base-fp16                      # the student's base, fp16, 45 MB
@@ -29,19 +29,22 @@
 #     REHEARSAL=1 OUT=/tmp/gpu-teacher bash scripts/gpu_teacher.sh
 #
 # Without training the teacher again: the second run's teacher logits came home (~/squad-runs/teacher-logits/, 139 MB,
-# 88,641 windows of train-v1.1 at 384/128/64, from its 0.8-epoch teacher, dev F1 90.14). Carried in 9 parts of
-# 15 MiB (.device/logits-parts/, 3 a call with the tree) beside .device/teacher-logits/SHA256SUMS, they save the
-# main call stages 1-3a (~205 s) for students. Here, once (with .device/ as above, less the teacher's parts):
-#     mkdir -p .device/teacher-logits .device/logits-parts && cp ~/squad-runs/teacher-logits/SHA256SUMS .device/teacher-logits/
-#     split -b 15M ~/squad-runs/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
-#       .device/logits-parts/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors.part-
-#     call 1: carry .device/base-fp16, .device/{train,dev}-v1.1.json.gz, .device/teacher-logits; sha256sum them
-#     calls 2-3: carry .device/logits-parts/teacher-logits-*.part-a{a,b,c} (then a{d,e,f}); command:
-#             mv .device/logits-parts/*.part-* .device/teacher-logits/
-#     call 4: carry the last three parts; mv them as above, then
+# 88,641 windows of train-v1.1 at 384/128/64, from its 0.8-epoch teacher, dev F1 90.14). Gzipped they are 29 MB (the
+# masked positions repeat), so they travel with the main call itself and save it stages 1-3a (~205 s) for students.
+# The third run (2026-11-28 evening, 2 calls, ~630 of 900 device-seconds) did this. Here, once (.device/ as above,
+# less the teacher's parts):
+#     mkdir -p .device/teacher-logits && cp ~/squad-runs/teacher-logits/SHA256SUMS .device/teacher-logits/
+#     gzip -c ~/squad-runs/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
+#       > .device/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors.gz
+#     call 1: carry .device/base-fp16, .device/{train,dev}-v1.1.json.gz (59 MB with the tree); sha256sum them
+#     call 2: carry .device/teacher-logits; command (timeout_s 600):
 #             set -o pipefail && TEACHER_LOGITS=.device/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
-#               STUDENTS="..." DEADLINE_S=580 bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt   (timeout_s 600)
-#   rehearsal: REHEARSAL=1 TEACHER_LOGITS=<that file, joined here> OUT=/tmp/gpu-teacher bash scripts/gpu_teacher.sh
+#               STUDENTS="..." DEADLINE_S=580 bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt
+#   (the third run: STUDENTS="experiments/kd-fgm-ls01-a08-5ep.json experiments/kd-fgm-ls01-a08-3ep.json@2"
+#   PEERS="experiments/abl-best.json experiments/abl-best.json@2", 560 s; four runs slowed each other ~30 %, so the
+#   5-epoch student, ~6,900 FGM steps, was stopped at step 6,400: give it the GPU alone or with one small run)
+#   rehearsal (~3 min): REHEARSAL=1 TEACHER_LOGITS=<a folder's FILE, with FILE.gz and SHA256SUMS in it> \
+#     OUT=/tmp/gpu-teacher STUDENTS="..." PEERS="..." bash scripts/gpu_teacher.sh
 #
 # Stages of call 5 (the first run's times on one H200 in brackets; the second run's after the slash):
 #   1. join the teacher's fp16 parts and check their sha256 (squad_qa/teacher.py: join_shards)     [1 s / 1 s]
