@@ -3,6 +3,7 @@
 
     python scripts/ablate.py --configs experiments/baseline.json experiments/fgm.json --seeds 1 2 \
         --output_root runs/ablate --results runs/ablate/RESULTS.md
+    python scripts/ablate.py --configs experiments/fgm.json experiments/baseline.json@2 --seeds 1   # fgm-s1, baseline-s2
 
 Each run is ``python scripts/train_squad.py --config C --seed S --output_dir ROOT/<name>-s<S> --overwrite_output_dir``
 in a subprocess (a fresh process per run: no state, RNG or CUDA cache leaks from one row into the next). A run whose
@@ -103,18 +104,33 @@ class RunOutcome:
     not_started: list[Path] = field(default_factory=list)  # left for a later command (--time_budget)
 
 
-def plan_runs(configs: list[Path], seeds: list[int], root: Path) -> list[RunPlan]:
-    for c in configs:
+def parse_entry(entry: str | Path) -> tuple[Path, int | None]:
+    """``CONFIG`` (every seed of --seeds) or ``CONFIG@SEED`` (that seed alone), e.g. ``experiments/abl-best.json@2``."""
+    text = str(entry)
+    path, at, seed = text.rpartition("@")
+    if at and seed.removeprefix("-").isdigit():
+        return Path(path), int(seed)
+    return Path(text), None  # no seed after an '@': all of it is the path (and must exist)
+
+
+def plan_runs(configs: list[str | Path], seeds: list[int], root: Path) -> list[RunPlan]:
+    entries = [parse_entry(c) for c in configs]
+    for c, _ in entries:
         if not c.is_file():
             raise AblationError(f"config not found: {c}")
         if c.suffix.lower() != ".json":
             logger.warning("%s: not JSON; the GPU machine may lack pyyaml to read it", c)
-    names = [config_name(c) for c in configs]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    pairs = [(c, s) for c, pinned in entries for s in ([pinned] if pinned is not None else seeds)]
+    by_run: dict[tuple[str, int], list[Path]] = {}
+    for c, s in pairs:
+        by_run.setdefault((config_name(c), s), []).append(c)
+    dup = sorted(f"{name}-s{seed}" for (name, seed), cs in by_run.items() if len(cs) > 1)
     if dup:
-        raise AblationError(f"two configs share the run name(s) {dup} (the file stem names the run folder)")
-    # Seed-major: a budget cut-off leaves every row with >= 1 seed rather than some rows with none.
-    return [RunPlan(c, s, run_dir(root, config_name(c), s)) for s in seeds for c in configs]
+        raise AblationError(f"two entries share the run folder(s) {dup} (the file stem and the seed name it)")
+    # Seed-major (in --seeds order, pinned seeds not in it last): a budget cut-off leaves every row with >= 1 seed
+    # rather than some rows with none.
+    pairs.sort(key=lambda cs: (seeds.index(cs[1]) if cs[1] in seeds else len(seeds), cs[1]))
+    return [RunPlan(c, s, run_dir(root, config_name(c), s)) for c, s in pairs]
 
 
 def _earlier_walls(plan: RunPlan) -> list[float]:
@@ -386,7 +402,8 @@ def write_results(groups: dict[str, list[RunResult]], results: Path, plot: Path 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Run experiment configs x seeds and tabulate dev EM/F1.")
-    p.add_argument("--configs", nargs="+", type=Path, help="experiment files (JSON; the stem names the row)")
+    p.add_argument("--configs", nargs="+",
+                   help="experiment files (JSON; the stem names the row); FILE@SEED runs that seed alone")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--output_root", type=Path, default=Path("runs/ablate"))
     p.add_argument("--extra", default="", help='flags appended to every run, e.g. "--max_steps 5"')
@@ -414,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise AblationError("--configs is required unless --aggregate_only")
             plans = plan_runs(args.configs, args.seeds, args.output_root)
             outcome = execute(plans, shlex.split(args.extra), args.time_budget, jobs=args.jobs)
-        names = [config_name(c) for c in args.configs] if args.configs else None
+        names = list(dict.fromkeys(config_name(parse_entry(c)[0]) for c in args.configs)) if args.configs else None
         groups = collect_runs(args.output_root, names)
         if not groups:
             raise AblationError(f"no finished runs under {args.output_root}")

@@ -64,7 +64,7 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the folder that comes back}
 DEADLINE=${DEADLINE_S:-540}  # seconds from start: packing must be done well before the command's timeout
 ROOT=${ROOT:-runs/gpu}
-# with the teacher, side by side; an entry CONFIG@SEED runs that seed (default 1)
+# with the teacher, side by side; an entry CONFIG@SEED runs that seed (default 1; scripts/ablate.py)
 STUDENTS=${STUDENTS:-"experiments/kd-baseline.json experiments/kd-fgm-ls01.json"}
 PEERS=${PEERS:-}  # configs without a teacher that run beside them (e.g. experiments/abl-baseline-3ep.json), @SEED too
 STUDENTS_S=${STUDENTS_S:-290}  # 3a + 3 + 4: the teacher's logits, the students side by side, export
@@ -168,16 +168,12 @@ fi
 
 left=$((DEADLINE - $(elapsed) - 40))
 stage "3. students with the teacher${PEERS:+ and peers without}, side by side, budget $left s"
-side_by_side() {  # side_by_side STEM EXTRA ENTRY...: ENTRY is CONFIG or CONFIG@SEED (seed 1); one ablate.py per seed
-  local stem=$1 extra=$2 seed configs; shift 2
-  for seed in $(for e in "$@"; do [ "${e##*@}" = "$e" ] && echo 1 || echo "${e##*@}"; done | sort -un); do
-    configs=$(for e in "$@"; do [ "${e##*@}" = "$e" ] && s=1 || s=${e##*@}; [ "$s" = "$seed" ] && echo "${e%@*}"; done)
-    python scripts/ablate.py --configs $configs --seeds "$seed" --output_root "$ROOT/kd" \
-      --results "$ROOT/kd/$stem-s$seed.md" --extra "$extra" --jobs $(echo $configs | wc -w) --time_budget "$left" &
-  done
-}
-[ -z "$PEERS" ] || side_by_side RESULTS-peers "$PEER_EXTRA" $PEERS
-side_by_side RESULTS "$STUDENT_EXTRA" $STUDENTS
+if [ -n "$PEERS" ]; then  # an entry CONFIG@SEED runs that seed alone (scripts/ablate.py)
+  python scripts/ablate.py --configs $PEERS --seeds 1 --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS-peers.md" \
+    --extra "$PEER_EXTRA" --jobs $(echo $PEERS | wc -w) --time_budget "$left" &
+fi
+python scripts/ablate.py --configs $STUDENTS --seeds 1 --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS.md" \
+  --extra "$STUDENT_EXTRA" --jobs $(echo $STUDENTS | wc -w) --time_budget "$left"
 wait
 
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"

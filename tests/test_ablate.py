@@ -173,3 +173,19 @@ def test_time_budget_leaves_runs_for_the_next_command(tmp_path):
     out = ablate.execute(ablate.plan_runs([cfg], [1, 2], root), [], time_budget=50, device="cpu")
     assert out.skipped == [root / "slow-s1"] and out.not_started == [root / "slow-s2"] and not out.done
     assert not (root / "slow-s2").exists()
+
+
+def test_config_at_seed_pins_one_seed(tmp_path):
+    """CONFIG@SEED runs that seed alone beside configs run for every --seeds; seed-major order; one folder per run."""
+    d = tmp_path / "a@b"  # an '@' in a folder name is part of the path
+    d.mkdir()
+    for name in ("fgm", "base"):
+        (d / f"{name}.json").write_text("{}")
+    root = tmp_path / "runs"
+    plans = ablate.plan_runs([str(d / "fgm.json"), f"{d / 'base.json'}@2", f"{d / 'fgm.json'}@7"], [1, 2], root)
+    assert [(p.config.name, p.seed, p.out.name) for p in plans] == [
+        ("fgm.json", 1, "fgm-s1"), ("fgm.json", 2, "fgm-s2"), ("base.json", 2, "base-s2"), ("fgm.json", 7, "fgm-s7")]
+    with pytest.raises(ablate.AblationError, match=r"fgm-s2"):  # the same run folder twice
+        ablate.plan_runs([str(d / "fgm.json"), f"{d / 'fgm.json'}@2"], [1, 2], root)
+    with pytest.raises(ablate.AblationError, match="config not found"):
+        ablate.plan_runs([f"{d / 'fgm.json'}@x"], [1], root)
