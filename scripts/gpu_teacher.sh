@@ -183,7 +183,10 @@ pack_runs "$ROOT"
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
 # --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
 if [ -z "$TEACHER_LOGITS" ]; then  # a teacher was trained here: its logits in parts, then stage 5
-cache=$(ls -t runs/cache/teacher-logits-*.safetensors 2>/dev/null | head -1)
+# the students' --cache_dir (their config's), where stage 3a cached the teacher's logits
+cache_dir=$(python -c 'import sys; from squad_qa.config import build_parser, load_config
+print(load_config(sys.argv[1], build_parser()).get("cache_dir") or "")' "${first%@*}")
+cache=$(ls -t "${cache_dir:-.}"/teacher-logits-*.safetensors 2>/dev/null | head -1)
 if [ -n "$cache" ]; then
   rm -rf "$ROOT/logits-parts" && mkdir -p "$ROOT/logits-parts"
   split -b 15M "$cache" "$ROOT/logits-parts/$(basename "$cache").part-"
