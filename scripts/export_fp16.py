@@ -38,8 +38,8 @@ def model_card(dst: Path, src: Path) -> str:
              f"({info.get('weights', '?')} weights, scored before the fp16 export)" if not math.isnan(em + f1)
              else "no metrics recorded in squad_qa.json")
     keys = ["learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_seq_length", "doc_stride",
-            "warmup_ratio", "label_smoothing", "adv", "ema_decay", "swa_start", "llrd_decay", "reinit_layers",
-            "rdrop_alpha", "seed", "bf16"]
+            "warmup_ratio", "label_smoothing", "adv", "adv_epsilon", "ema_decay", "swa_start", "llrd_decay",
+            "reinit_layers", "rdrop_alpha", "teacher", "teacher_mode", "kd_alpha", "kd_temperature", "seed", "bf16"]
     hp = "\n".join(f"- {k}: {targs[k]}" for k in keys if targs.get(k) not in (None, 0, 0.0, False))
     return f"""---
 language: en

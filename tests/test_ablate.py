@@ -137,7 +137,11 @@ def test_export_fp16_roundtrip(tiny_model, tmp_path, capsys):
     exp = load_script("export_fp16")
     (tiny_model / "squad_qa.json").write_text(json.dumps({"global_step": 7, "weights": "ema",
                                                           "metrics": {"exact_match": 50.0, "f1": 60.5,
-                                                                      "num_questions": 4}}))
+                                                                      "num_questions": 4},
+                                                          "training_args": {"teacher": "t.safetensors",
+                                                                            "kd_alpha": 0.8, "adv": "fgm",
+                                                                            "adv_epsilon": 1.0, "ema_decay": None,
+                                                                            "seed": 2}}))
     dst = tmp_path / "fp16"
     assert exp.main([str(tiny_model), str(dst), "--model_card"]) == 0
     line = capsys.readouterr().out
@@ -148,7 +152,12 @@ def test_export_fp16_roundtrip(tiny_model, tmp_path, capsys):
     ratio = st.stat().st_size / (tiny_model / "model.safetensors").stat().st_size
     assert 0.45 < ratio < 0.55
     assert (dst / "tokenizer.json").is_file() and json.loads((dst / "squad_qa.json").read_text())["global_step"] == 7
-    assert "EM 50.00 / F1 60.50" in (dst / "README.md").read_text()
+    card = (dst / "README.md").read_text()
+    assert "EM 50.00 / F1 60.50" in card
+    # the flags that made it, a distilled model's teacher among them; unset ones are left out
+    assert all(f"- {flag}\n" in card for flag in ("teacher: t.safetensors", "kd_alpha: 0.8", "adv: fgm",
+                                                  "adv_epsilon: 1.0", "seed: 2"))
+    assert "ema_decay" not in card
     # transformers 5 keeps the stored dtype by default; train.py asks for float32 and gets it, weights within
     # fp16 rounding of the original, QA head included (a QA checkpoint stays a QA checkpoint).
     assert next(AutoModelForQuestionAnswering.from_pretrained(dst).parameters()).dtype == torch.float16
