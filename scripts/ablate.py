@@ -121,10 +121,8 @@ def plan_runs(configs: list[str | Path], seeds: list[int], root: Path) -> list[R
         if c.suffix.lower() != ".json":
             logger.warning("%s: not JSON; the GPU machine may lack pyyaml to read it", c)
     pairs = [(c, s) for c, pinned in entries for s in ([pinned] if pinned is not None else seeds)]
-    by_run: dict[tuple[str, int], list[Path]] = {}
-    for c, s in pairs:
-        by_run.setdefault((config_name(c), s), []).append(c)
-    dup = sorted(f"{name}-s{seed}" for (name, seed), cs in by_run.items() if len(cs) > 1)
+    folders = [run_dir(root, config_name(c), s).name for c, s in pairs]
+    dup = sorted({f for f in folders if folders.count(f) > 1})
     if dup:
         raise AblationError(f"two entries share the run folder(s) {dup} (the file stem and the seed name it)")
     # Seed-major (in --seeds order, pinned seeds not in it last): a budget cut-off leaves every row with >= 1 seed
