@@ -75,8 +75,9 @@ STUDENTS=${STUDENTS:-"experiments/kd-baseline.json experiments/kd-fgm-ls01.json"
 PEERS=${PEERS:-}  # configs without a teacher that run beside them (e.g. experiments/abl-baseline-3ep.json), @SEED too
 STUDENTS_S=${STUDENTS_S:-290}  # 3a + 3 + 4: the teacher's logits, the students side by side, export
 MODES_S=${MODES_S:-0}  # seconds kept from the students for stage 5 (cached vs live)
-# the teacher's logits brought home by an earlier session (a FILE whose FILE.part-* and SHA256SUMS lie beside it):
-# stages 1-3a are skipped and every student reads it as --teacher FILE (no teacher trained, no stage 5)
+# the teacher's logits brought home by an earlier session (a FILE, or its FILE.part-* or FILE.gz, with SHA256SUMS
+# beside it): stages 1-3a are skipped and every student reads it as --teacher FILE (stage 5 times live mode with a
+# stand-in)
 TEACHER_LOGITS=${TEACHER_LOGITS:-}
 TEACHER_EXTRA=""
 STUDENT_EXTRA="--eval_steps 500 --eval_subset 1000"
