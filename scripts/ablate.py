@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,15 +121,15 @@ def plan_runs(configs: list[str | Path], seeds: list[int], root: Path) -> list[R
             raise AblationError(f"config not found: {c}")
         if c.suffix.lower() != ".json":
             logger.warning("%s: not JSON; the GPU machine may lack pyyaml to read it", c)
-    pairs = [(c, s) for c, pinned in entries for s in ([pinned] if pinned is not None else seeds)]
-    folders = [run_dir(root, config_name(c), s).name for c, s in pairs]
-    dup = sorted({f for f in folders if folders.count(f) > 1})
+    plans = [RunPlan(c, s, run_dir(root, config_name(c), s))
+             for c, pinned in entries for s in ([pinned] if pinned is not None else seeds)]
+    dup = sorted(name for name, n in Counter(p.out.name for p in plans).items() if n > 1)
     if dup:
         raise AblationError(f"two entries share the run folder(s) {dup} (the file stem and the seed name it)")
     # Seed-major (in --seeds order, pinned seeds not in it last): a budget cut-off leaves every row with >= 1 seed
     # rather than some rows with none.
-    pairs.sort(key=lambda cs: (seeds.index(cs[1]) if cs[1] in seeds else len(seeds), cs[1]))
-    return [RunPlan(c, s, run_dir(root, config_name(c), s)) for c, s in pairs]
+    plans.sort(key=lambda p: (seeds.index(p.seed) if p.seed in seeds else len(seeds), p.seed))
+    return plans
 
 
 def _earlier_walls(plan: RunPlan) -> list[float]:
