@@ -2,9 +2,7 @@
 # The teacher's GPU session (issue 17): fine-tune all-mpnet-base-v2 on train-v1.1, then distil the default encoder
 # from it, and bring back the student to ship if it beats the shipped model. One main command of <= 10 min, after the
 # teacher's weights came over in short consecutive calls (the machine keeps what a call carried while it stays warm,
-# 30 s between calls). Runs so far (one H200 each; docs/RESULTS.md): 2026-11-28 a.m., 6 calls, 809 of 900
-# device-seconds; 2026-11-28 p.m., 9 calls, 836 s (calls 1-5 as below, 3 return calls for the teacher's logits, one
-# call of two more students); 2026-11-28 evening, 2 calls, ~630 s (no teacher: its logits, gzipped; see below).
+# 30 s between calls). The commands each session ran, with their device-seconds: docs/RESULTS.md, "How to regenerate".
 #
 #   here, once (everything under .device/ is git-ignored):
 #     python scripts/export_fp16.py .device/base-fp16                      # the student's base, fp16, 45 MB
@@ -21,8 +19,6 @@
 #     call 5: carry .device/parts/model.safetensors.part-003; command: mv it into .device/mpnet/ as above, then
 #             set -o pipefail && STUDENTS="..." PEERS=... STUDENTS_S=410 DEADLINE_S=580 \
 #               bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt                                   (timeout_s 600)
-#             (the second run: STUDENTS="experiments/kd-fgm-ls01-a08-3ep.json experiments/kd-a08-4ep.json"
-#             PEERS=experiments/abl-baseline-3ep.json, 521 s; the probe gave the teacher 0.8 epochs)
 #   If the machine is lost midway: start again from call 1 only with >= 9 device-minutes left, else run gpu_run.sh's
 #   ablation rows alone (issue 17).
 #   rehearsal here (a tiny random MPNet with the real tokenizer, a few steps, CPU, ~2 min):
@@ -31,8 +27,7 @@
 # Without training the teacher again: the second run's teacher logits came home (~/squad-runs/teacher-logits/, 139 MB,
 # 88,641 windows of train-v1.1 at 384/128/64, from its 0.8-epoch teacher, dev F1 90.14). Gzipped they are 29 MB (the
 # masked positions repeat), so they travel with the main call itself and save it stages 1-3a (~205 s) for students.
-# The third run (2026-11-28 evening, 2 calls, ~630 of 900 device-seconds) did this. Here, once (.device/ as above,
-# less the teacher's parts):
+# Here, once (.device/ as above, less the teacher's parts):
 #     mkdir -p .device/teacher-logits && cp ~/squad-runs/teacher-logits/SHA256SUMS .device/teacher-logits/
 #     gzip -c ~/squad-runs/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
 #       > .device/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors.gz
@@ -41,10 +36,8 @@
 #     call 2: carry .device/teacher-logits; command (timeout_s 600):
 #             set -o pipefail && TEACHER_LOGITS=.device/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
 #               STUDENTS="..." PEERS="..." MODES_S=120 DEADLINE_S=580 bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt
-#   (the third run: STUDENTS="experiments/kd-fgm-ls01-a08-5ep.json experiments/kd-fgm-ls01-a08-3ep.json@2"
-#   PEERS="experiments/abl-best.json experiments/abl-best.json@2", no MODES_S, 560 s; four runs slowed each other
-#   ~30 %, so the 5-epoch student, ~6,900 FGM steps, was stopped at step 6,400: give it the GPU alone or with one
-#   small run. What issue 17 still owes, as one call 2, untried: STUDENTS="experiments/kd-fgm-ls01-a08-3ep.json@3"
+#   (four runs side by side slow each other ~30 %: a long student gets the GPU alone or with one small run.
+#   What issue 17 still owes, as one call 2, untried: STUDENTS="experiments/kd-fgm-ls01-a08-3ep.json@3"
 #   PEERS="experiments/abl-best-1ep.json experiments/abl-best-1ep.json@2" MODES_S=120: the recipe's third seed,
 #   the 1-epoch abl-best row, and cached vs live)
 #   rehearsal (~3 min): REHEARSAL=1 TEACHER_LOGITS=<a folder's FILE, with FILE.gz and SHA256SUMS in it> \
