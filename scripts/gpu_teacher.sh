@@ -162,8 +162,13 @@ cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
 STUDENT_EXTRA="$STUDENT_EXTRA --teacher $ROOT/teacher/teacher-mpnet-s1"
 stage "3a. the teacher's logits on the student's training windows, once (the students read the cache)"
-first=${STUDENTS%% *}
-python scripts/train_squad.py --config "${first%@*}" $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
+# the first student's config (CONFIG@SEED read by scripts/ablate.py's parse_entry) and its --cache_dir, where this
+# stage caches the teacher's logits
+read -r first cache_dir < <(python -c 'import sys; sys.path.insert(0, "scripts"); from ablate import parse_entry
+from squad_qa.config import build_parser, load_config
+cfg = str(parse_entry(sys.argv[1])[0]); print(cfg, load_config(cfg, build_parser()).get("cache_dir") or ".")' \
+  "${STUDENTS%% *}")
+python scripts/train_squad.py --config "$first" $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
   --max_eval_samples 10 --output_dir "$ROOT/precompute" --overwrite_output_dir 2>&1 | grep -iE "teacher logits|error" | tail -3
 fi
 
@@ -184,10 +189,7 @@ pack_runs "$ROOT"
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
 # --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
 if [ -z "$TEACHER_LOGITS" ]; then  # a teacher was trained here: its logits in parts; it is timed live in stage 5
-# the students' --cache_dir (their config's), where stage 3a cached the teacher's logits
-cache_dir=$(python -c 'import sys; from squad_qa.config import build_parser, load_config
-print(load_config(sys.argv[1], build_parser()).get("cache_dir") or "")' "${first%@*}")
-cache=$(ls -t "${cache_dir:-.}"/teacher-logits-*.safetensors 2>/dev/null | head -1)
+cache=$(ls -t "$cache_dir"/teacher-logits-*.safetensors 2>/dev/null | head -1)  # stage 3a's
 if [ -n "$cache" ]; then
   rm -rf "$ROOT/logits-parts" && mkdir -p "$ROOT/logits-parts"
   split -b 15M "$cache" "$ROOT/logits-parts/$(basename "$cache").part-"
