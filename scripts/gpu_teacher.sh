@@ -162,12 +162,13 @@ cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
 STUDENT_EXTRA="$STUDENT_EXTRA --teacher $ROOT/teacher/teacher-mpnet-s1"
 stage "3a. the teacher's logits on the student's training windows, once (the students read the cache)"
-# the first student's config (CONFIG@SEED read by scripts/ablate.py's parse_entry) and its --cache_dir, where this
-# stage caches the teacher's logits
+# the first student's config (CONFIG@SEED read by scripts/ablate.py's parse_entry) and the folder this stage caches
+# the teacher's logits in, read from the flags the run below gets (squad_qa/distill.py's teacher_cache_dir)
 read -r first cache_dir < <(python -c 'import sys; sys.path.insert(0, "scripts"); from ablate import parse_entry
-from squad_qa.config import build_parser, load_config
-cfg = str(parse_entry(sys.argv[1])[0]); print(cfg, load_config(cfg, build_parser()).get("cache_dir") or ".")' \
-  "${STUDENTS%% *}")
+from squad_qa.config import parse_args
+from squad_qa.distill import teacher_cache_dir
+cfg = str(parse_entry(sys.argv[1])[0]); print(cfg, teacher_cache_dir(parse_args(["--config", cfg, *sys.argv[2:]])) or ".")' \
+  "${STUDENTS%% *}" $STUDENT_EXTRA)
 python scripts/train_squad.py --config "$first" $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
   --max_eval_samples 10 --output_dir "$ROOT/precompute" --overwrite_output_dir 2>&1 | grep -iE "teacher logits|error" | tail -3
 fi

@@ -106,6 +106,12 @@ def windows_digest(features) -> str:
     return h.hexdigest()
 
 
+def teacher_cache_dir(args: argparse.Namespace) -> str | None:
+    """The folder ``--teacher_mode cached`` keeps the teacher's logits in: ``--teacher_cache_dir``, else
+    ``--cache_dir``; None: computed each run, not cached."""
+    return args.teacher_cache_dir or args.cache_dir
+
+
 def teacher_cache_path(cache_dir: str | Path, windows_key: str, fingerprint: dict[str, str]) -> Path:
     """``<cache_dir>/teacher-logits-<key>.safetensors``; the key covers the windows and the teacher's weights
     (not its path: a copied teacher folder reuses the cache)."""
@@ -303,7 +309,7 @@ def teacher_for_training(args: argparse.Namespace, rt, examples, features, token
         return LiveTeacher(TeacherModel.load(teacher, features.input_ids, tokenizer, device=rt.device, amp=amp),
                            features)
 
-    cache_dir = args.teacher_cache_dir or args.cache_dir
+    cache_dir = teacher_cache_dir(args)
     fingerprint = teacher_fingerprint(teacher) if cache_dir else None  # only to name a cache
     path = teacher_cache_path(cache_dir, windows_digest(features), fingerprint) if cache_dir else None
     with main_process_first(rt, cache_dir):
