@@ -186,6 +186,10 @@ wait
 stage "4. export the best student if it beats the shipped model's full-dev F1 $SHIPPED_F1"
 ship_best "$ROOT/kd" "$SHIPPED_F1"
 pack_runs "$ROOT"
+# stage 5's seconds: to the deadline, less 20 for the last packing; a mode (and the stand-in built for it) runs
+# only with more than MODE_MIN_S of them
+modes_left() { echo $((DEADLINE - $(elapsed) - 20)); }
+MODE_MIN_S=60
 # the teacher's logits on the student's windows (float16, ~139 MB) stay on the machine in 15 MiB parts: short
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
 # --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
@@ -198,9 +202,9 @@ if [ -n "$cache" ]; then
   echo "teacher logits: $(du -h "$cache" | cut -f1) in $(ls "$ROOT/logits-parts" | grep -c part-) parts in $ROOT/logits-parts"
 fi
 CACHED_TEACHER="$ROOT/teacher/teacher-mpnet-s1" LIVE_TEACHER="$ROOT/teacher/teacher-mpnet-s1"
-# no teacher here: time live mode with a stand-in of its size, built only if stage 5 has its 60 s to run (~10 s,
-# 436 MB written)
-elif [ -f "$DEV_DIR/mpnet/config.json" ] && [ $((DEADLINE - $(elapsed) - 20)) -gt 60 ]; then
+# no teacher here: time live mode with a stand-in of its size, built only if stage 5 has time to run (~10 s, 436 MB
+# written)
+elif [ -f "$DEV_DIR/mpnet/config.json" ] && [ "$(modes_left)" -gt $MODE_MIN_S ]; then
 stage "5a. a stand-in teacher for the live timing: the teacher's config and tokenizer ($DEV_DIR/mpnet), random weights"
 # A forward's cost does not depend on the weights' values, so a randomly initialised model of the teacher's
 # architecture times --teacher_mode live as the fine-tuned teacher would; its logits teach nothing (timing only).
@@ -217,11 +221,11 @@ print(f"stand-in: {type(model).__name__}, {sum(p.numel() for p in model.paramete
 PY
 fi
 
-left=$((DEADLINE - $(elapsed) - 20))
+left=$(modes_left)
 if [ -n "${LIVE_TEACHER:-}" ]; then
 stage "5. --teacher_mode cached vs live, alone, if time is left ($left s)"
 for mode in cached live; do
-  if [ "$left" -gt 60 ]; then
+  if [ "$left" -gt $MODE_MIN_S ]; then
     teacher=$CACHED_TEACHER; [ "$mode" = live ] && teacher=$LIVE_TEACHER
     timeout $((left / 2)) python scripts/train_squad.py --config experiments/kd-baseline.json $PEER_EXTRA \
       --teacher "$teacher" --teacher_mode $mode --max_steps ${MODE_STEPS:-150} --eval_steps 0 --eval_subset 0 \
@@ -232,7 +236,7 @@ rows, _ = read_metrics(sys.argv[1]); print(sys.argv[2], 'samples/s', [round(r['s
       "$ROOT/kd-mode/$mode/metrics.jsonl" $mode
     pack_runs "$ROOT"
   fi
-  left=$((DEADLINE - $(elapsed) - 20))
+  left=$(modes_left)
 done
 fi
 ls -la "$OUT"
