@@ -1,11 +1,12 @@
 # Sourced by the GPU-session scripts (gpu_run.sh, gpu_teacher.sh) once their settings are made: makes the folders,
 # starts the clock and prints the device report; then the stage banners, packing and shipping the best run of a
-# folder. Needs OUT (the folder that comes back) and ROOT (the run folders).
+# folder. Needs OUT (the folder that comes back), ROOT (the run folders) and DEADLINE (seconds from the start).
 T0=$(date +%s)
 # the shipped model's full-dev F1 at the end of its GPU run (models/squad-minilm-l6/squad_qa.json, training_metrics):
 # a candidate ships only above it (rehearsals set 0)
 SHIPPED_F1=${SHIPPED_F1:-85.74}
 elapsed() { echo $(( $(date +%s) - T0 )); }
+time_left() { echo $((DEADLINE - $(elapsed) - ${1:-0})); }  # time_left [RESERVE_S]: seconds to the deadline less it
 stage() { echo "=== [$(elapsed) s] $*"; }
 
 device_report() {  # the GPU, the software, the cores: $OUT/gpu.txt and the log

@@ -38,7 +38,7 @@ stage "1. ship candidate: abl-baseline seed 1, 2 epochs, alone"
 python scripts/ablate.py --configs experiments/abl-baseline.json --seeds 1 --output_root "$ROOT/main" \
   --results "$ROOT/main/RESULTS.md" --extra "$MAIN_EXTRA" --time_budget $((DEADLINE - 90))
 stage "1. done"
-left=$((DEADLINE - $(elapsed) - 30))
+left=$(time_left 30)
 stage "2. ablation rows, 1 epoch, $JOBS at a time, budget $left s"
 if [ "$left" -gt 60 ]; then
   python scripts/ablate.py --configs $(for r in $ROWS; do echo experiments/abl-$r.json; done) \
@@ -47,7 +47,7 @@ if [ "$left" -gt 60 ]; then
 fi
 stage "2. done"
 
-left=$((DEADLINE - $(elapsed) - 40))
+left=$(time_left 40)
 stage "3. more ship candidates if time is left: abl-best (2 epochs) and abl-baseline-3ep, seed 1; budget $left s"
 if [ "$left" -gt 150 ]; then
   python scripts/ablate.py --configs experiments/abl-best.json experiments/abl-baseline-3ep.json --seeds 1 \

@@ -134,7 +134,7 @@ python scripts/train_squad.py --config experiments/teacher-mpnet.json $TEACHER_E
   --logging_steps ${PROBE_LOG:-20} --max_eval_samples 10 --output_dir "$ROOT/probe" --overwrite_output_dir 2>&1 \
   | grep -iE "^[0-9-]+ [0-9:,]+ INFO squad_qa.train: training:|error" | tail -3
 # the epochs that fit: the teacher's run (its start and full-dev eval ~35 s) must leave STUDENTS_S for the rest
-budget=$((DEADLINE - $(elapsed) - STUDENTS_S - 35))
+budget=$(time_left $((STUDENTS_S + 35)))
 EPOCHS=$(python - "$ROOT/probe" "$budget" <<'PY'
 import math, sys
 from pathlib import Path
@@ -156,7 +156,7 @@ PY
 stage "2. teacher: all-mpnet-base-v2, $EPOCHS epochs, alone (training budget $budget s)"
 python scripts/ablate.py --configs experiments/teacher-mpnet.json --seeds 1 --output_root "$ROOT/teacher" \
   --results "$ROOT/teacher/RESULTS.md" --extra "--num_train_epochs $EPOCHS $TEACHER_EXTRA" \
-  --time_budget $((DEADLINE - $(elapsed) - 120))
+  --time_budget $(time_left 120)
 [ -f "$ROOT/teacher/teacher-mpnet-s1/eval_results.json" ] || { echo "no teacher: stopping"; pack_runs "$ROOT"; exit 3; }
 cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
@@ -173,7 +173,7 @@ python scripts/train_squad.py --config "$first" $STUDENT_EXTRA --max_steps 1 --e
   --max_eval_samples 10 --output_dir "$ROOT/precompute" --overwrite_output_dir 2>&1 | grep -iE "teacher logits|error" | tail -3
 fi
 
-left=$((DEADLINE - $(elapsed) - 40 - MODES_S))
+left=$(time_left $((40 + MODES_S)))
 stage "3. students with the teacher${PEERS:+ and peers without}, side by side, budget $left s"
 if [ -n "$PEERS" ]; then  # an entry CONFIG@SEED runs that seed alone (scripts/ablate.py)
   python scripts/ablate.py --configs $PEERS --seeds 1 --output_root "$ROOT/kd" --results "$ROOT/kd/RESULTS-peers.md" \
@@ -188,7 +188,7 @@ ship_best "$ROOT/kd" "$SHIPPED_F1"
 pack_runs "$ROOT"
 # stage 5's seconds: to the deadline, less 20 for the last packing; a mode (and the stand-in built for it) runs
 # only with more than MODE_MIN_S of them
-modes_left() { echo $((DEADLINE - $(elapsed) - 20)); }
+modes_left() { time_left 20; }
 MODE_MIN_S=60
 # the teacher's logits on the student's windows (float16, ~139 MB) stay on the machine in 15 MiB parts: short
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
