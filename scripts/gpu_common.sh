@@ -42,8 +42,9 @@ PY
 )
   if [ -n "$best" ]; then
     echo "shipping $best"
-    python scripts/export_fp16.py "$best" "$ROOT/ship"
-    tar cf - -C "$ROOT" ship | split -b 15M - "$OUT/ship.tar.part-"
+    rm -rf "$ROOT/ship"  # an earlier call's export must not go out as this one's
+    python scripts/export_fp16.py "$best" "$ROOT/ship" \
+      && tar cf - -C "$ROOT" ship | split -b 15M - "$OUT/ship.tar.part-" || echo "export failed: nothing shipped"
   else
     echo "nothing to ship from $1"
   fi
