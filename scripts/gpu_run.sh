@@ -24,14 +24,11 @@ ROWS="baseline ls01 ema llrd fgm best swa rdrop reinit ls005"  # priority order:
 MAIN_EXTRA="--eval_steps 500 --eval_subset 1000"
 ABL_EXTRA="--num_train_epochs 1 --eval_steps 250 --eval_subset 1000"
 if [ -n "${REHEARSAL:-}" ]; then
-  ROOT=runs/gpu-rehearsal  # its own, cleared: a real run's folders would be skipped as "finished earlier"
-  rm -rf "$ROOT"
   small="--max_train_samples 300 --max_eval_samples 120 --per_device_train_batch_size 8 --per_device_eval_batch_size 32"
   ROWS="baseline ema"
   MAIN_EXTRA="$small --max_steps 8 --eval_steps 4 --eval_subset 40"
   ABL_EXTRA="$small --max_steps 4 --eval_steps 2 --eval_subset 40"
   JOBS=2
-  SHIPPED_F1=0
 fi
 source scripts/gpu_common.sh  # the folders, the clock, the device report
 sha256sum .device/base-fp16/model.safetensors .device/*.json.gz

@@ -77,15 +77,12 @@ STUDENT_EXTRA="--eval_steps 500 --eval_subset 1000"
 DEV_DIR=.device
 if [ -n "${REHEARSAL:-}" ]; then
   DEV_DIR=.device-rehearsal
-  ROOT=runs/gpu-rehearsal
-  rm -rf "$ROOT"
   small="--max_train_samples 200 --max_eval_samples 80 --per_device_train_batch_size 8 --per_device_eval_batch_size 32"
   TEACHER_EXTRA="$small --max_steps 6 --model_name_or_path $DEV_DIR/mpnet --train_file $DEV_DIR/train-v1.1.json.gz \
     --predict_file $DEV_DIR/dev-v1.1.json.gz"
   MODE_STEPS=3 MODE_LOG=1 PROBE_STEPS=4 PROBE_LOG=2 STUDENTS_S=60
   STUDENT_EXTRA="$small --max_steps 4 --eval_steps 2 --eval_subset 40 --model_name_or_path $DEV_DIR/base-fp16 \
     --train_file $DEV_DIR/train-v1.1.json.gz --predict_file $DEV_DIR/dev-v1.1.json.gz"
-  SHIPPED_F1=0
   python - "$DEV_DIR" <<'PY' || exit 1
 # a tiny random MPNet base (the real tokenizer), cut into parts like the real one; the student's base and data as is
 import shutil, sys
