@@ -164,7 +164,7 @@ stage "3a. the teacher's logits on the student's training windows, once (the stu
 read -r first cache_dir < <(python -c 'import sys; sys.path.insert(0, "scripts"); from ablate import parse_entry
 from squad_qa.config import parse_args
 from squad_qa.distill import teacher_cache_dir
-cfg = str(parse_entry(sys.argv[1])[0]); print(cfg, teacher_cache_dir(parse_args(["--config", cfg, *sys.argv[2:]])) or ".")' \
+cfg = str(parse_entry(sys.argv[1])[0]); print(cfg, teacher_cache_dir(parse_args(["--config", cfg, *sys.argv[2:]])) or "")' \
   "${STUDENTS%% *}" $STUDENT_EXTRA)
 python scripts/train_squad.py --config "$first" $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
   --max_eval_samples 10 --output_dir "$ROOT/precompute" --overwrite_output_dir 2>&1 | grep -iE "teacher logits|error" | tail -3
@@ -191,7 +191,8 @@ MODE_MIN_S=60
 # return calls right after this one can bring them home (4 parts a call), so a later session distils with
 # --teacher FILE without training the teacher again (cat the parts, sha256sum -c SHA256SUMS)
 if [ -z "$TEACHER_LOGITS" ]; then  # a teacher was trained here: its logits in parts; it is timed live in stage 5
-cache=$(ls -t "$cache_dir"/teacher-logits-*.safetensors 2>/dev/null | head -1)  # stage 3a's
+# stage 3a's; none without a cache folder (nothing was cached: a file in the working folder is another run's)
+cache=$([ -n "$cache_dir" ] && ls -t "$cache_dir"/teacher-logits-*.safetensors 2>/dev/null | head -1)
 if [ -n "$cache" ]; then
   rm -rf "$ROOT/logits-parts" && mkdir -p "$ROOT/logits-parts"
   split -b 15M "$cache" "$ROOT/logits-parts/$(basename "$cache").part-"
