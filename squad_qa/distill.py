@@ -310,8 +310,10 @@ def teacher_for_training(args: argparse.Namespace, rt, examples, features, token
                            features)
 
     cache_dir = teacher_cache_dir(args)
-    fingerprint = teacher_fingerprint(teacher) if cache_dir else None  # only to name a cache
-    path = teacher_cache_path(cache_dir, windows_digest(features), fingerprint) if cache_dir else None
+    fingerprint = path = None  # no cache folder: computed for this run alone
+    if cache_dir:  # the teacher's fingerprint only names (and is recorded in) the cache
+        fingerprint = teacher_fingerprint(teacher)
+        path = teacher_cache_path(cache_dir, windows_digest(features), fingerprint)
     with main_process_first(rt, cache_dir):
         if path is not None and path.is_file():
             logger.info("teacher logits: cached in %s", path)
