@@ -46,8 +46,11 @@ PY
   if [ -n "$best" ]; then
     echo "shipping $best"
     rm -rf "$ROOT/ship"  # an earlier call's export must not go out as this one's
-    python scripts/export_fp16.py "$best" "$ROOT/ship" \
-      && tar cf - -C "$ROOT" ship | split -b 15M - "$OUT/ship.tar.part-" || echo "export failed: nothing shipped"
+    if ! python scripts/export_fp16.py "$best" "$ROOT/ship"; then
+      echo "export failed: nothing shipped"
+    elif ! tar cf - -C "$ROOT" ship | split -b 15M - "$OUT/ship.tar.part-"; then
+      echo "packing failed: $OUT/ship.tar.part-* incomplete"
+    fi
   else
     echo "nothing to ship from $1"
   fi
