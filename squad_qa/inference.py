@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import transformers
 from transformers import AutoTokenizer
 
 import squad_qa
@@ -44,6 +45,7 @@ from squad_qa.feature_store import SquadFeatures
 from squad_qa.features import convert_examples_to_features, special_layout, windows_needed
 from squad_qa.windows import WindowConfig
 from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
+from squad_qa.packing import disable_packing
 from squad_qa.postprocess import postprocess_predictions
 from squad_qa.run_record import read_run_record, run_args
 from squad_qa.speed import compile_for_inference, prepare_for_autocast, quantize_model, resolve_dtype, setup_packing
@@ -125,7 +127,8 @@ class QAReader:
         self.dtype = resolve_dtype(dtype, self.device)
         if self.quantized and self.dtype != torch.float32:
             raise ValueError(f"quantize={self.quantized!r} runs int8 matrix products: dtype must be float32")
-        # Packed (padding-free) batches: by default on CPU, for the models packing supports.
+        # Packed (padding-free) batches: by default on CPU, for the models packing supports, once
+        # a probe has shown that this torch / transformers gives packed rows the padded logits.
         self.packed = setup_packing(model, self.device, packed)
         # The forward pass goes through `self.forward_model`: the compiled module after compile()
         # (self.model stays the plain one, for describe() and anyone who wants the weights).
@@ -133,6 +136,10 @@ class QAReader:
         # The window inputs the model's forward takes (no token_type_ids for MPNet-like models):
         # decided once here, for every batch.
         self.input_names = model_input_names(self.model)
+        if self.packed:
+            problem = self.probe_packing()
+            if problem:
+                self._stop_packing(problem)
 
     @property
     def max_seq_length(self) -> int:  # the service's request-size message reads it
@@ -217,13 +224,17 @@ class QAReader:
 
     @classmethod
     def _build(cls, model, tokenizer, *, device, quantize, dtype, compile, **reader_kwargs: Any) -> "QAReader":
-        """The reader over a loaded model: int8 first, then the reader, the dtype cast, and compilation."""
-        if quantize is not None:
-            model = quantize_model(model, quantize, device)
-            reader_kwargs["quantized"] = quantize
-            if dtype == "auto":
-                dtype = "float32"
+        """The reader over a loaded model, then int8 or the dtype cast, then compilation. int8 comes
+        after the reader, whose packing probe compares float32 logits: dynamic int8 quantises each
+        call's activations with one scale, so its packed and padded logits differ by design."""
+        if quantize is not None and dtype == "auto":
+            dtype = "float32"
         reader = cls(model, tokenizer, dtype=dtype or "float32", **reader_kwargs)
+        if quantize is not None:
+            if reader.dtype != torch.float32:
+                raise ValueError(f"quantize={quantize!r} runs int8 matrix products: dtype must be float32")
+            reader.model = reader.forward_model = quantize_model(reader.model, quantize, device)
+            reader.quantized = quantize
         if reader.dtype != torch.float32:  # our own fresh copy of the weights: cast once, not per call
             prepare_for_autocast(reader.model, reader.dtype)
         if compile:  # after the casts: freezing bakes the weights in as they are now
@@ -309,14 +320,59 @@ class QAReader:
         return windows_needed(self.tokenizer, [it.question for it in items], [it.context for it in items],
                               **self.window.to_dict())
 
-    @torch.inference_mode()
     def predict_logits(self, features, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Start/end logits ``[N, L]`` for every window (positions past a window's seq_len are
-        zero and ignored by the post-processor)."""
+        zero and ignored by the post-processor). Should a packed call ever raise, packing is
+        switched off for good (one warning line) and the call is answered with padded batches."""
+        if self.packed:
+            try:
+                return self._logits(features, packed=True, show_progress=show_progress)
+            except Exception as e:
+                self._stop_packing(f"a packed call raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return self._logits(features, packed=False, show_progress=show_progress)
+
+    @torch.inference_mode()
+    def _logits(self, features, packed: bool, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         amp = None if self.dtype == torch.float32 else torch.autocast(self.device.type, dtype=self.dtype)
         return predict_logits(self.forward_model, features, np.arange(len(features)), self.max_batch_size,
-                              self.device, amp=amp, show_progress=show_progress, packed=self.packed,
+                              self.device, amp=amp, show_progress=show_progress, packed=packed,
                               input_names=self.input_names)
+
+    # Two windows of different lengths for probe_packing: real text, so a trained model's attention
+    # is sharp and a row whose windows attend to each other moves the logits by whole units.
+    PROBE_ITEMS = (("Who won?", "The Broncos won in 2016."),
+                   ("When did the café open?", "Café Odeon opened in Zürich in 1911, beside the lake."))
+
+    def probe_packing(self) -> str | None:
+        """Run two windows of different lengths packed and padded (a few ms) and compare their
+        logits. Packing leans on transformers' attention registry and on how its masks are built,
+        which change between releases; this catches a release that breaks it before a request
+        does. Returns what went wrong, or None. The tolerance is far above float32 / bfloat16 /
+        int8 rounding (which move these logits by < 0.1) and far below what windows attending to
+        each other do (whole units)."""
+        t0 = time.perf_counter()
+        features = self.prepare([QAItem(q, c) for q, c in self.PROBE_ITEMS]).features
+        real = np.arange(features.max_seq_length)[None, :] < features.seq_len[:, None]
+        try:
+            padded = self._logits(features, packed=False)
+            packed = self._logits(features, packed=True)
+        except Exception as e:
+            return f"a packed call raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        diff = max(float(np.abs(a[real] - b[real]).max()) for a, b in zip(padded, packed))
+        scale = max(1.0, *(float(np.abs(a[real]).max()) for a in padded))
+        logger.debug("packing probe: max |packed - padded| %.2g (logits up to %.1f), %.1f ms",
+                     diff, scale, 1e3 * (time.perf_counter() - t0))
+        if not np.isfinite(diff) or diff > self.PROBE_TOLERANCE * scale:
+            return f"packed logits differ from padded ones by {diff:.3g} (logits up to {scale:.3g})"
+        return None
+
+    PROBE_TOLERANCE = 0.05  # of the largest logit; see probe_packing
+
+    def _stop_packing(self, problem: str) -> None:
+        logger.warning("packed batches are off, serving padded ones: %s (torch %s, transformers %s)",
+                       problem, torch.__version__, transformers.__version__)
+        self.packed = False
+        disable_packing(self.model)
 
     # ------------------------------------------------------------------------------ the questions
 

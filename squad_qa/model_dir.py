@@ -182,6 +182,11 @@ def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
     return path
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 def load_qa_model(path: str | Path, *, trained_head: bool = True) -> torch.nn.Module:
     """``AutoModelForQuestionAnswering`` in float32 from a local folder, with transformers' load
     report replaced by what it means here.
@@ -194,8 +199,10 @@ def load_qa_model(path: str | Path, *, trained_head: bool = True) -> torch.nn.Mo
     and CPUs compute float16 slowly.
     """
     hf_logger = logging.getLogger("transformers.modeling_utils")
-    level = hf_logger.level
-    hf_logger.setLevel(logging.ERROR)  # the load report is a WARNING; we report it below
+    # The load report is a WARNING; we report it below. A filter, not a higher level: transformers
+    # 5.25 runs (and logs) a tensor-parallel plan check whenever that logger's level is >= WARNING.
+    quiet = _BelowError()
+    hf_logger.addFilter(quiet)
     try:
         model, info = AutoModelForQuestionAnswering.from_pretrained(
             str(path), dtype=torch.float32, output_loading_info=True, use_safetensors=True
@@ -203,7 +210,7 @@ def load_qa_model(path: str | Path, *, trained_head: bool = True) -> torch.nn.Mo
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: the model does not load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     finally:
-        hf_logger.setLevel(level)
+        hf_logger.removeFilter(quiet)
     missing = sorted(info.get("missing_keys", ()))
     unexpected = sorted(info.get("unexpected_keys", ()))
     head = [k for k in missing if "qa_outputs" in k]

@@ -36,14 +36,25 @@ for every new set of window lengths.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface, AttentionMaskInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import sdpa_mask
+
+logger = logging.getLogger(__name__)
+
+# transformers' attention and mask registries are documented extension points, but the helpers
+# reused here (its SDPA attention and mask builder) live in submodules that may move. If any of
+# it is missing, packing is unavailable and every batch runs padded (one warning line).
+try:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import sdpa_mask
+    UNAVAILABLE: str | None = None
+except ImportError as e:  # pragma: no cover - depends on the installed transformers
+    UNAVAILABLE = f"transformers has no {e.name or e}"
 
 ATTENTION = "squad_qa_packed"  # the name under which packed_attention is registered
 PACKABLE_MODEL_TYPES = ("bert",)  # absolute position embeddings indexed by position_ids
@@ -84,8 +95,26 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     return window_attention(query, key, value, cu_seqlens, scale), None
 
 
-AttentionInterface.register(ATTENTION, packed_attention)
-AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # no padding -> no mask at all
+def packed_mask(*args, attention_mask=None, **kwargs):
+    """transformers mask function for ``ATTENTION``: no padding mask, no mask at all.
+
+    A packed row has no padding, and `packed_attention` keeps its windows apart itself. Since 5.25,
+    transformers also spots packed rows from ``position_ids`` that restart and builds a block-
+    diagonal ``[T, T]`` mask for them: never used here, and for predict.py's rows of 64 windows
+    (T ~ 12k) about 140 MB to build per layer call. Padded batches keep their padding mask."""
+    if attention_mask is None:
+        return None
+    return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+if UNAVAILABLE is None:
+    try:
+        AttentionInterface.register(ATTENTION, packed_attention)
+        AttentionMaskInterface.register(ATTENTION, packed_mask)
+    except Exception as e:  # pragma: no cover - depends on the installed transformers
+        UNAVAILABLE = f"transformers refused the attention registration ({type(e).__name__}: {e})"
+if UNAVAILABLE is not None:  # pragma: no cover
+    logger.warning("packed batches are off, every batch runs padded: %s", UNAVAILABLE)
 
 
 def supports_packing(model: torch.nn.Module) -> bool:
@@ -97,7 +126,7 @@ def supports_packing(model: torch.nn.Module) -> bool:
         return len(members) > 0 and all(supports_packing(m) for m in members)
     config = getattr(model, "config", None)
     module = sys.modules.get(type(model).__module__)
-    return (getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES
+    return (UNAVAILABLE is None and getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES
             and hasattr(model, "set_attn_implementation")
             and getattr(module, "ALL_ATTENTION_FUNCTIONS", None) is not None)
 
@@ -109,6 +138,12 @@ def enable_packing(model: torch.nn.Module) -> torch.nn.Module:
                          f"transformers' AttentionInterface (transformers 5), not {type(model).__name__} "
                          f"(model type {getattr(getattr(model, 'config', None), 'model_type', None)!r})")
     model.set_attn_implementation(ATTENTION)
+    return model
+
+
+def disable_packing(model: torch.nn.Module) -> torch.nn.Module:
+    """Back to transformers' own SDPA attention (in place): what a model that never packed runs."""
+    model.set_attn_implementation("sdpa")
     return model
 
 

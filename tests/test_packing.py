@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+import transformers
 from conftest import tiny_bert_qa
 from transformers import (BertConfig, BertForQuestionAnswering, DistilBertConfig,
                           DistilBertForQuestionAnswering)
 
 import squad_qa
 
+from squad_qa import packing
 from squad_qa.batching import predict_logits
 from squad_qa.data import make_example
 from squad_qa.inference import QAItem, QAReader
@@ -145,3 +150,61 @@ def test_predict_py_writes_the_same_predictions_packed_or_not(tmp_path, checkpoi
         assert [p["text"] for p in packed[qid]] == [p["text"] for p in padded[qid]]
         probabilities = [p["probability"] for p in padded[qid]]
         assert [p["probability"] for p in packed[qid]] == pytest.approx(probabilities, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The probe at load and the fallback at run time: a torch / transformers release that breaks packing
+# makes the reader slower (padded batches), never wrong.
+
+
+def _attend_across_the_row(query, key, value, cu_seqlens, scale):
+    """What a broken packed path computes: one attention over the whole row."""
+    return F.scaled_dot_product_attention(query, key, value, scale=scale).transpose(1, 2)
+
+
+def test_the_probe_passes_here_and_costs_little(readers):
+    _, packed = readers
+    took = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        assert packed.probe_packing() is None
+        took.append(time.perf_counter() - t0)
+    assert min(took) < 0.5  # tiny model; the shipped one takes tens of ms (docs/BENCHMARKS.md)
+
+
+def test_a_reader_whose_packed_rows_mix_windows_serves_padded_batches(checkpoint, readers, monkeypatch, caplog):
+    padded, _ = readers
+    monkeypatch.setattr(packing, "window_attention", _attend_across_the_row)
+    with caplog.at_level("WARNING", logger="squad_qa.inference"):
+        reader = QAReader.from_pretrained(checkpoint, device="cpu", max_batch_size=3)
+    assert not reader.packed and reader.model.config._attn_implementation == "sdpa"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "packed logits differ" in warnings[0]
+    assert f"transformers {transformers.__version__}" in warnings[0] and f"torch {torch.__version__}" in warnings[0]
+    items = [QAItem(q, c, top_k=3) for q, c in ITEMS]
+    assert _spans(reader.answer_batch(items)) == _spans(padded.answer_batch(items))
+
+
+def test_a_packed_call_that_raises_is_answered_padded_and_packing_stays_off(checkpoint, readers, monkeypatch,
+                                                                            caplog):
+    padded, _ = readers
+    reader = QAReader.from_pretrained(checkpoint, device="cpu", max_batch_size=3)
+    assert reader.packed
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a packed call that a new release broke")
+
+    monkeypatch.setattr(packing, "window_attention", broken)
+    items = [QAItem(q, c, top_k=3) for q, c in ITEMS]
+    with caplog.at_level("WARNING", logger="squad_qa.inference"):
+        got = reader.answer_batch(items)
+        again = reader.answer_batch(items)
+    assert _spans(got) == _spans(again) == _spans(padded.answer_batch(items))
+    assert not reader.packed
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "packed batches are off, serving padded ones: a packed call raised RuntimeError: a packed call that a new "
+        f"release broke (torch {torch.__version__}, transformers {transformers.__version__})"]
+
+
+def _spans(answers):
+    return [[(a.text, a.start, a.end, round(a.score, 4)) for a in per_item] for per_item in answers]

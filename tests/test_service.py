@@ -606,3 +606,59 @@ def test_a_client_that_disconnects_costs_no_model_time(tiny_qa_checkpoint):
         time.sleep(1.0)  # the batcher has moved on
         assert reader.seen == ["first?"], reader.seen
         assert app.state.batcher.queued_requests == 0
+
+
+# ------------------------------------------------------------------------ when packing breaks
+
+LONG_CONTEXT = " ".join(f"Sentence {i} mentions the río número {i} and its bridges." for i in range(80))
+KINDS = [("Who visited the café?", UNICODE_CONTEXT), ("Which river?", LONG_CONTEXT),
+         ("When?", "Café Odeon opened in 1911.")]
+
+
+def _every_kind_of_request(c: TestClient) -> list:
+    """One-window and multi-window single requests, a batch, and concurrent requests (micro-batches)."""
+    out = []
+    for q, ctx in KINDS:
+        r = c.post("/v1/answer", json={"question": q, "context": ctx, "top_k": 3})
+        assert r.status_code == 200, r.text
+        out.append(r.json()["answers"])
+    r = c.post("/v1/answer/batch", json=[{"question": q, "context": ctx, "top_k": 3} for q, ctx in KINDS])
+    assert r.status_code == 200, r.text
+    out.extend(res["answers"] for res in r.json()["results"])
+    with ThreadPoolExecutor(6) as pool:
+        rs = list(pool.map(lambda i: c.post("/v1/answer", json={"question": KINDS[i % 3][0],
+                                                                 "context": KINDS[i % 3][1], "top_k": 3}), range(6)))
+    assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
+    out.extend(r.json()["answers"] for r in rs)
+    return [[(a["text"], a["start"], a["end"], round(a["score"], 4)) for a in answers] for answers in out]
+
+
+@pytest.fixture(scope="module")
+def padded_answers(tiny_qa_checkpoint):
+    with TestClient(create_app(tiny_qa_checkpoint, packing=False), raise_server_exceptions=False) as c:
+        assert not c.app.state.reader.packed
+        return _every_kind_of_request(c)
+
+
+def test_a_failing_packing_probe_still_answers_every_kind_of_request(tiny_qa_checkpoint, padded_answers,
+                                                                     monkeypatch):
+    monkeypatch.setattr(QAReader, "probe_packing", lambda self: "forced to fail by the test")
+    with TestClient(create_app(tiny_qa_checkpoint), raise_server_exceptions=False) as c:
+        assert not c.app.state.reader.packed and c.get("/v1/model").json()["packed"] is False
+        assert _every_kind_of_request(c) == padded_answers
+
+
+def test_a_failing_packed_model_call_answers_every_kind_of_request(tiny_qa_checkpoint, padded_answers, monkeypatch):
+    """The packed forward pass starts raising after start-up (what transformers 5.25 did to multi-window
+    rows): no 500; each request is answered with padded batches, as a padded service answers it."""
+    import squad_qa.packing as packing
+
+    with TestClient(create_app(tiny_qa_checkpoint), raise_server_exceptions=False) as c:
+        assert c.app.state.reader.packed
+
+        def broken(*args, **kwargs):
+            raise ValueError("a packed row has no padding: call the model without attention_mask")
+
+        monkeypatch.setattr(packing, "window_attention", broken)
+        assert _every_kind_of_request(c) == padded_answers
+        assert not c.app.state.reader.packed
