@@ -81,21 +81,24 @@ def test_length_grouped_sampler_is_deterministic_sharded_and_groups_lengths():
 def test_overfits_32_questions_then_eval_only_reproduces(nodrop_model, tmp_path):
     out = tmp_path / "run"
     argv = run_args(nodrop_model, out, "--predict_file", str(TINY_SQUAD), "--do_eval", "--max_train_samples", "32",
-                    "--max_eval_samples", "32", "--per_device_train_batch_size", "8", "--learning_rate", "5e-3",
-                    "--num_train_epochs", "50", "--warmup_ratio", "0.1", "--logging_steps", "25")
+                    "--max_eval_samples", "32", "--per_device_train_batch_size", "8", "--learning_rate", "2e-3",
+                    "--num_train_epochs", "80", "--warmup_ratio", "0.1", "--logging_steps", "40")
     assert main(argv) == 0
     results = json.loads((out / "eval_results.json").read_text())
+    # A learning rate in the calm range: at 5e-3 the run was chaotic, and CPUs' rounding alone moved
+    # its F1 between 82 and 94 (AMX, AVX2, ATEN_CPU_CAPABILITY=default, SSE4.2 MKL/oneDNN); at 2e-3
+    # for 80 epochs every one of those settings reached F1 100 (checked here with the four settings).
     assert results["f1"] >= 90.0, results
     assert results["num_questions"] == 32 and results["weights"] == "raw"
     preds = json.loads((out / "predictions.json").read_text())
     assert len(preds) == 32
     assert (out / "nbest_predictions.json").is_file()
     rows = train_rows(out)
-    assert rows[-1]["step"] == 200 and rows[-1]["loss"] < rows[0]["loss"] / 5
+    assert rows[-1]["step"] == 320 and rows[-1]["loss"] < rows[0]["loss"] / 5
     assert {"step", "epoch", "loss", "lr", "samples_per_s", "tokens_per_s"} <= set(rows[0])
     info = json.loads((out / "squad_qa.json").read_text())
     assert info["weights"] == "raw" and info["metrics"]["f1"] == results["f1"]
-    assert info["training_args"]["learning_rate"] == 5e-3
+    assert info["training_args"]["learning_rate"] == 2e-3
 
     # the saved folder is a complete model: evaluating it alone gives the same scores
     out2 = tmp_path / "eval_only"
@@ -499,5 +502,20 @@ def test_a_checkpoint_written_by_0_1_resumes_where_an_uninterrupted_run_ends(tmp
     full = tmp_path / "full"
     assert main(["--model_name_or_path", str(base), "--output_dir", str(full), *maker.ARGS]) == 0
     assert [r["step"] for r in train_rows(resumed)] == [1, 2, 3, 4]
-    assert max_diff(weights(resumed), weights(full)) < 1e-6  # EMA weights: the saved model uses the average
     assert json.loads((resumed / "squad_qa.json").read_text())["global_step"] == 4
+    resumed_rows, full_rows = train_rows(resumed), train_rows(full)
+    assert [r["lr"] for r in resumed_rows] == [r["lr"] for r in full_rows]  # the schedule went on at step 3
+    averaged = load_file(str(resumed / "checkpoint-4" / "averaged.safetensors"))
+    assert int(averaged["n_averaged"]) == 4  # the EMA went on from the fixture's 2
+    # Steps 1-2 of the fixture ran on the CPU that wrote it (AVX512); here they ran on this one.
+    # Where the kernels are the same, the two step-2 states are equal and resuming must be bit-exact
+    # (EMA weights: the saved model uses the average). On another CPU the fixture's state already
+    # differs by that CPU's rounding, which Adam's first steps magnify (1.3e-3 seen on an AVX2-only
+    # CPU, for 7.5e-4 after step 4): weights cannot tell a resume from rounding there, so that case
+    # checks the bookkeeping above, and test_killed_run_resumes_to_the_same_weights (same kernels on
+    # both sides) checks bit-exact resume on every CPU.
+    carried = max_diff(weights(CHECKPOINT_0_1 / "run" / "checkpoint-2"), weights(full / "checkpoint-2"))
+    if carried == 0:
+        assert max_diff(weights(resumed), weights(full)) < 1e-6
+    else:
+        assert max_diff(weights(resumed), weights(full)) < carried + 1e-3
