@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Set up squad-qa on a fresh machine: Python packages (CPU torch), the browser used by the web-page
-# test (apt: root or sudo), and the SQuAD files in data/. Safe to run again.
+# Set up squad-qa on a fresh machine: a virtualenv (.venv, or $SQUAD_QA_VENV) with exactly the
+# versions in requirements/lock.txt (hash-checked; CPU torch), the browser used by the web-page test
+# and g++ (apt: root or sudo), and the SQuAD files in data/. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+VENV=${SQUAD_QA_VENV:-.venv}
+PY=$VENV/bin/python
 
-# torch first and pinned: an unpinned torch would pull the CUDA build and several GB with it.
-"$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -e ".[test]"
+# A venv of its own: the machine's site-packages never decide which versions run.
+[ -x "$PY" ] || "${PYTHON:-python3}" -m venv "$VENV"
+# The lock pins every package with its sha256 (python scripts/deps.py lock writes it); the package
+# itself goes on top without resolving anything (setuptools, its build backend, is in the lock).
+"$PY" -m pip install -q --disable-pip-version-check --require-hashes -r requirements/lock.txt
+"$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 # System packages, only where missing: headless Chromium for tests/test_service_browser.py (Debian's
 # package; nothing downloads a browser) and g++ for `--compile` (torch.compile builds C++ kernels).
@@ -38,3 +43,4 @@ if [ -d ../shared/squad ]; then
 else
   "$PY" scripts/download_squad.py
 fi
+echo "setup.sh: ready in $VENV ($("$PY" -c 'import torch, transformers; print("torch", torch.__version__, "/ transformers", transformers.__version__)'))"

