@@ -1,63 +1,13 @@
 #!/usr/bin/env bash
-# The teacher's GPU session (issue 17): fine-tune all-mpnet-base-v2 on train-v1.1, then distil the default encoder
-# from it, and bring back the student to ship if it beats the shipped model. One main command of <= 10 min, after the
-# teacher's weights came over in short consecutive calls (the machine keeps what a call carried while it stays warm,
-# 30 s between calls). The commands each session ran, with their device-seconds: docs/RESULTS.md, "How to regenerate".
+# One GPU-machine command (<= 10 min): fine-tune all-mpnet-base-v2 on train-v1.1 (or read a teacher's saved logits,
+# TEACHER_LOGITS), distil the default encoder from it, and bring back the best run to ship if it beats the shipped
+# model. What is carried to the machine, the calls, the stages' timings and the rehearsal: docs/GPU.md.
 #
-#   here, once (everything under .device/ is git-ignored):
-#     python scripts/export_fp16.py .device/base-fp16                      # the student's base, fp16, 45 MB
-#     cp ../shared/squad/train-v1.1.json.gz ../shared/squad/dev-v1.1.json.gz .device/
-#     cp -r ~/squad-runs/teacher/all-mpnet-base-v2-fp16-shards .device/mpnet  # scripts/download_teacher.py --fp16_shards
-#     mkdir .device/parts && mv .device/mpnet/model.safetensors.part-* .device/parts/   # one carried per call
-#     move the shipped model aside (git rm -r --cached + mv; restore after): each call carries <= 64 MiB with the tree
-#   on the device, back to back (each call <= 61 MB with the 4.8 MB tree; the files stay while the machine is warm):
-#     call 1: carry .device/base-fp16, .device/train-v1.1.json.gz, .device/dev-v1.1.json.gz, .device/mpnet (the
-#             small files: config, tokenizer, fp16_manifest.json, ...); command: sha256sum of what came
-#     calls 2-4: carry .device/parts/model.safetensors.part-00N (N = 0, 1, 2), one part a call; command:
-#             mv .device/parts/model.safetensors.part-00N .device/mpnet/ && sha256sum .device/mpnet/model.safetensors.part-*
-#             (against fp16_manifest.json: 603e8021..., 871fde1b..., ea4933a5..., 91a3d3c3...)
-#     call 5: carry .device/parts/model.safetensors.part-003; command: mv it into .device/mpnet/ as above, then
-#             set -o pipefail && STUDENTS="..." PEERS=... STUDENTS_S=410 DEADLINE_S=580 \
-#               bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt                                   (timeout_s 600)
-#   If the machine is lost midway: start again from call 1 only with >= 9 device-minutes left, else run gpu_run.sh's
-#   ablation rows alone (issue 17).
-#   rehearsal here (a tiny random MPNet with the real tokenizer, a few steps, CPU, ~2 min):
-#     REHEARSAL=1 OUT=/tmp/gpu-teacher bash scripts/gpu_teacher.sh
-#
-# Without training the teacher again: the second run's teacher logits came home (~/squad-runs/teacher-logits/, 139 MB,
-# 88,641 windows of train-v1.1 at 384/128/64, from its 0.8-epoch teacher, dev F1 90.14). Gzipped they are 29 MB (the
-# masked positions repeat), so they travel with the main call itself and save it stages 1-3a (~205 s) for students.
-# Here, once (.device/ as above, less the teacher's parts):
-#     mkdir -p .device/teacher-logits && cp ~/squad-runs/teacher-logits/SHA256SUMS .device/teacher-logits/
-#     gzip -c ~/squad-runs/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
-#       > .device/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors.gz
-#     call 1: carry .device/base-fp16, .device/{train,dev}-v1.1.json.gz, .device/mpnet (its small files alone:
-#             config and tokenizer, for stage 5's stand-in; 60 MB with the tree); sha256sum them
-#     call 2: carry .device/teacher-logits; command (timeout_s 600):
-#             set -o pipefail && TEACHER_LOGITS=.device/teacher-logits/teacher-logits-d85853c8004175d53403a2ba43242ea6.safetensors \
-#               STUDENTS="..." PEERS="..." MODES_S=120 DEADLINE_S=580 bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt
-#   (four runs side by side slow each other ~30 %: a long student gets the GPU alone or with one small run.
-#   What issue 17 still owes, as one call 2, untried: STUDENTS="experiments/kd-fgm-ls01-a08-3ep.json@3"
-#   PEERS="experiments/abl-best-1ep.json experiments/abl-best-1ep.json@2" MODES_S=120: the recipe's third seed,
-#   the 1-epoch abl-best row, and cached vs live)
-#   rehearsal (~3 min): REHEARSAL=1 TEACHER_LOGITS=<a folder's FILE, with FILE.gz and SHA256SUMS in it> \
-#     OUT=/tmp/gpu-teacher STUDENTS="..." PEERS="..." bash scripts/gpu_teacher.sh
-#
-# Stages of call 5 (the first run's times on one H200 in brackets; the second run's after the slash):
-#   1. join the teacher's fp16 parts and check their sha256 (squad_qa/teacher.py: join_shards)     [1 s / 1 s]
-#   2a. a 60-step teacher probe: its samples/s sizes the teacher's epochs (<= 2) to the time left [39 s / 42 s]
-#   2. teacher: experiments/teacher-mpnet.json (bs 64, lr 6e-5, bf16), alone; full-dev EM/F1  [197 s / 109 s]
-#   3a. the teacher's logits on the student's windows, once (a 1-step student run fills the cache) [54 s / 53 s]
-#   3. STUDENTS side by side, seed 1 (default: 2 epochs of experiments/kd-baseline.json, the no-teacher recipe
-#      abl-baseline + --teacher, and kd-fgm-ls01.json, + FGM + label smoothing 0.1), and PEERS beside them
-#      (PEERS share $ROOT/kd, so ship_best may pick a peer: it ships the best run, teacher or not) [198 s / 291 s]
-#   4. the best student by full-dev F1 is exported (fp16, 15 MiB parts) if it beats SHIPPED_F1; metrics packed
-#   5. with time left (MODES_S keeps some): the step time of --teacher_mode cached vs live, alone; with
-#      TEACHER_LOGITS, cached reads that file and live runs a stand-in (5a: the teacher's config and tokenizer from
-#      $DEV_DIR/mpnet, random weights: a forward costs the same whatever the weights)  [no time was left, three times]
-# Return calls after call 5 (each ~5 s; the machine must still be warm), if the teacher's logits are wanted at home:
-#     cp runs/gpu/logits-parts/SHA256SUMS runs/gpu/logits-parts/*.part-a[a-d] $OUT/     (then a[e-h], then a[i-l]:
-#     ~139 MB is 9 parts)
+# Stages: 1 join the teacher's fp16 parts; 2a a 60-step probe sizes the teacher's epochs; 2 the teacher; 3a its logits
+# on the student's windows, once; 3 STUDENTS (and PEERS, without a teacher) side by side; 4 the best run exported
+# (gpu_common.sh ship_best); 5 with time left, --teacher_mode cached vs live. Knobs: the variables below.
+#   on the device:  set -o pipefail && STUDENTS="..." PEERS="..." DEADLINE_S=580 bash scripts/gpu_teacher.sh 2>&1 | tee $OUT/log.txt
+#   rehearsal here: REHEARSAL=1 OUT=/tmp/gpu-teacher bash scripts/gpu_teacher.sh   (CPU, a tiny random MPNet, ~2 min)
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the folder that comes back}
