@@ -73,8 +73,9 @@ def _floats_only(multi_avg_fn: _MultiAvgFn) -> _MultiAvgFn:
         # AveragedModel calls us once per (device, dtype) group, so one check covers the list.
         if averaged and (torch.is_floating_point(averaged[0]) or torch.is_complex(averaged[0])):
             multi_avg_fn(averaged, current, num_averaged)
-        else:
-            torch._foreach_copy_(averaged, current)
+        else:  # a few integer buffers (BERT's position/token-type ids): a plain copy each
+            for a, c in zip(averaged, current):
+                a.copy_(c)
 
     return update
 

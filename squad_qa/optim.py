@@ -276,6 +276,22 @@ def _encoder_layers(model: nn.Module) -> tuple[nn.ModuleList, str]:
     raise ValueError(f"cannot find the encoder layer list (encoder.layer) of {type(model).__name__}")
 
 
+def _initializer_range(model: nn.Module) -> float:
+    return float(getattr(getattr(model, "config", None), "initializer_range", 0.02))
+
+
+def _plain_init(modules, std: float) -> None:
+    """BERT's initialisation: Linear and Embedding weights ~ N(0, std), biases 0, LayerNorm (1, 0)."""
+    for m in modules:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            m.weight.normal_(0.0, std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            m.bias.zero_()
+        if isinstance(m, nn.LayerNorm):
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+
+
 def reinit_top_layers(model: nn.Module, n: int) -> list[str]:
     """Re-initialise the top ``n`` encoder layers (and the pooler) with the model's ``_init_weights``.
 
@@ -298,6 +314,8 @@ def reinit_top_layers(model: nn.Module, n: int) -> list[str]:
         targets.append((prefix + "pooler", pooler))
 
     names = []
+    linears = [m for _, t in targets for m in t.modules() if isinstance(m, nn.Linear)]
+    before = [m.weight.detach().clone() for m in linears]
     with torch.no_grad():
         for target_name, target in targets:
             for module in target.modules():
@@ -310,5 +328,11 @@ def reinit_top_layers(model: nn.Module, n: int) -> list[str]:
                         if flag is not None:
                             t._is_hf_initialized = flag
             names.extend(f"{target_name}.{p_name}" for p_name, _ in target.named_parameters())
+        # The flag is a transformers internal: should a release skip re-drawn tensors some other
+        # way, _init_weights changes nothing. Then re-draw them here, as BERT's _init_weights does.
+        if linears and all(torch.equal(m.weight, w) for m, w in zip(linears, before)):
+            logger.warning("reinit_top_layers: the model's _init_weights left the weights as they were "
+                           "(transformers internals changed?); re-initialising them directly instead")
+            _plain_init([m for _, t in targets for m in t.modules()], _initializer_range(model))
     logger.info("re-initialised %d top layer(s)%s: %d tensors", n, " + pooler" if pooler is not None else "", len(names))
     return names

@@ -18,11 +18,15 @@ service's mixed-length batches).
 
 from __future__ import annotations
 
+import functools
+import logging
 import warnings
 
 import torch
 
 from squad_qa.packing import enable_packing, supports_packing
+
+logger = logging.getLogger(__name__)
 
 QUANTIZE_CHOICES = ("int8",)
 DTYPE_CHOICES = ("float32", "bfloat16", "float16", "auto")
@@ -35,12 +39,21 @@ def has_native_bf16(device: str | torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        try:
-            return any(bool(probe()) for probe in probes if probe is not None)
-        except RuntimeError:
-            return False
+        return _cpu_has_native_bf16()
     return False
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    # torch's CPU feature probes are private functions: without them, float32 (one warning line).
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        if all(probe is None for probe in probes):
+            raise RuntimeError("torch.cpu has neither _is_avx512_bf16_supported nor _is_amx_tile_supported")
+        return any(bool(probe()) for probe in probes if probe is not None)
+    except RuntimeError as e:
+        logger.warning("cannot tell whether this CPU has native bfloat16 (%s): dtype auto computes in float32", e)
+        return False
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:

@@ -248,3 +248,21 @@ def test_reinit_bounds():
     assert reinit_top_layers(model, 0) == []
     with pytest.raises(ValueError, match=r"n must be in \[0, num_hidden_layers=4\], got 5"):
         reinit_top_layers(model, 5)
+
+
+def test_reinit_still_redraws_when_init_weights_skips_every_tensor(tmp_path, caplog):
+    """Should transformers mark loaded tensors some other way than ``_is_hf_initialized`` (an internal),
+    its ``_init_weights`` would leave them as they are: then one warning and the plain BERT init."""
+    model = _pretrained_like(tmp_path, BertForQuestionAnswering)
+    model.config.initializer_range = 0.5
+    model._init_weights = lambda module: None  # a release whose init skips every loaded tensor
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with caplog.at_level("WARNING", logger="squad_qa.optim"):
+        names = reinit_top_layers(model, 2)
+    assert [r.levelname for r in caplog.records].count("WARNING") == 1
+    params = dict(model.named_parameters())
+    assert all(not torch.equal(params[n], before[n]) for n in names if not n.endswith("LayerNorm.bias")
+               and not n.endswith(".bias"))
+    assert 0.4 < params["bert.encoder.layer.3.intermediate.dense.weight"].std().item() < 0.6
+    assert torch.equal(params["bert.encoder.layer.2.output.LayerNorm.weight"], torch.ones(32))
+    assert torch.equal(params["bert.encoder.layer.1.output.dense.weight"], before["bert.encoder.layer.1.output.dense.weight"])
