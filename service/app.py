@@ -47,7 +47,7 @@ from service.schemas import (
     ModelInfo,
 )
 from squad_qa.inference import QAItem, QAReader
-from squad_qa.model_dir import CheckpointError, check_qa_checkpoint, resolve_model_dir
+from squad_qa.model_dir import CheckpointError, ModelFolder, check_qa_checkpoint, resolve_model_dir
 from squad_qa.speed import DTYPE_CHOICES, QUANTIZE_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -387,8 +387,10 @@ def _install_routes(app: FastAPI) -> None:
 # ------------------------------------------------------------------------------- the factory
 
 
-def create_app(model_dir: str | Path | None = None, *, reader: QAReader | None = None, **settings: Any) -> FastAPI:
-    """Build the service. The model loads when the app starts (lifespan), from `model_dir`
+def create_app(model_dir: str | Path | ModelFolder | None = None, *, reader: QAReader | None = None,
+               **settings: Any) -> FastAPI:
+    """Build the service. The model loads when the app starts (lifespan), from `model_dir` (a
+    ModelFolder that serve_main checked is loaded without checking or hashing it again)
     (default: $SQUAD_QA_MODEL, else models/squad-minilm-l6/); tests may hand in a loaded `reader`.
     Other keyword arguments are ServiceSettings fields (batching knobs and limits)."""
     cfg = ServiceSettings(model_dir=str(model_dir) if model_dir else None, **settings)
@@ -397,7 +399,7 @@ def create_app(model_dir: str | Path | None = None, *, reader: QAReader | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = reader
         if loaded is None:
-            path = resolve_model_dir(cfg.model_dir)
+            path = model_dir if isinstance(model_dir, ModelFolder) else resolve_model_dir(cfg.model_dir)
             try:
                 # Loading takes seconds; off the event loop like every other model call.
                 loaded = await asyncio.to_thread(
@@ -406,7 +408,7 @@ def create_app(model_dir: str | Path | None = None, *, reader: QAReader | None =
                     packed=None if cfg.packing else False,
                 )
             except CheckpointError as e:
-                logger.error("cannot serve %s: %s", path, e)
+                logger.error("cannot serve %s: %s", path, e.with_hint())
                 raise
         batcher = MicroBatcher(loaded, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
                                max_batch_windows=cfg.max_batch_windows, max_queued_windows=cfg.max_queued_windows,
@@ -525,11 +527,10 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     args = build_arg_parser().parse_args(argv)
-    model_dir = resolve_model_dir(args.model)
-    try:
-        check_qa_checkpoint(model_dir)  # fail before binding a port, with the how-to-train message
+    try:  # fail before binding a port, with the how-to-train message; the app loads this folder as checked
+        model_dir = check_qa_checkpoint(resolve_model_dir(args.model))
     except CheckpointError as e:
-        print(f"squad-qa serve: {e}", file=sys.stderr)
+        print(f"squad-qa serve: {e.with_hint()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     application = create_app(

@@ -427,6 +427,6 @@ def validate_args(args: argparse.Namespace) -> None:
             try:
                 check_qa_checkpoint(args.model_name_or_path)
             except CheckpointError as e:
-                errors.append(f"--do_eval without --do_train needs a fine-tuned checkpoint: {e}")
+                errors.append(f"--do_eval without --do_train needs a fine-tuned checkpoint: {e.with_hint()}")
     if errors:
         raise UsageError("invalid arguments:\n  - " + "\n  - ".join(errors))

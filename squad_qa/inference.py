@@ -201,7 +201,7 @@ class QAReader:
                                      doc_stride=doc_stride, max_query_length=max_query_length,
                                      quantize=quantize, dtype=dtype, compile=compile, **kwargs)
             path = path[0]
-        path = check_qa_checkpoint(resolve_model_dir(path))
+        path = check_qa_checkpoint(resolve_model_dir(path)).path  # a ModelFolder passed in is not checked again
         record = read_run_record(path)
         model = load_qa_model(path, trained_head=True)
         if record.get("speed_only"):  # benchmarks/bench_service.py's random-head checkpoint

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,7 +31,6 @@ from safetensors import safe_open
 from transformers import AutoModelForQuestionAnswering
 
 from squad_qa.checksums import ChecksumError, verify_checksums
-from squad_qa.speed import has_native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,11 @@ QA_HEAD_KEYS = ("qa_outputs.weight", "qa_outputs.bias")
 RUN_ROOTS = (Path("runs"), Path.home() / "squad-runs")
 
 
-def resolve_model_dir(model_dir: str | Path | None = None) -> Path:
-    """--model if given, else $SQUAD_QA_MODEL, else DEFAULT_MODEL_DIR (the shipped model; see above)."""
+def resolve_model_dir(model_dir: str | Path | ModelFolder | None = None) -> Path | ModelFolder:
+    """--model if given, else $SQUAD_QA_MODEL, else DEFAULT_MODEL_DIR (the shipped model; see above).
+    A ModelFolder (checked already) comes back as it is."""
+    if isinstance(model_dir, ModelFolder):
+        return model_dir
     if model_dir:
         return Path(model_dir)
     env = os.environ.get(MODEL_ENV_VAR)
@@ -61,8 +64,32 @@ class CheckpointError(ValueError):
     than damaged) adds ``train_hint()`` below it: the models already trained here, and how to train one."""
 
     def __init__(self, message: str, hint: bool = False) -> None:
-        super().__init__(f"{message}\n{train_hint()}" if hint else message)
+        super().__init__(message)
         self.hint = hint
+
+    def with_hint(self) -> str:
+        """The message, and where ``hint`` is set the how-to-get-a-model lines: built here, when the
+        error is printed, because they look through the runs on this machine."""
+        return f"{self}\n{train_hint()}" if self.hint else str(self)
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A model folder that passed ``check_qa_checkpoint``: resolved, checked and (with SHA256SUMS)
+    hashed once. Hand it on instead of the path (``QAReader.from_pretrained``, ``create_app``) and
+    nothing checks or hashes it again in this process."""
+
+    path: Path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
 
 def find_trained_models(roots: Sequence[Path] | None = None, limit: int = 8) -> list[Path]:
@@ -74,7 +101,7 @@ def find_trained_models(roots: Sequence[Path] | None = None, limit: int = 8) -> 
             continue
         for cfg in [*root.glob("*/config.json"), *root.glob("*/best/config.json")]:
             try:
-                found.append((cfg.stat().st_mtime, check_qa_checkpoint(cfg.parent, hint=False)))
+                found.append((cfg.stat().st_mtime, check_qa_checkpoint(cfg.parent, hint=False).path))
             except (CheckpointError, OSError):
                 continue
     return [p for _, p in sorted(found, reverse=True)[:limit]]
@@ -82,6 +109,8 @@ def find_trained_models(roots: Sequence[Path] | None = None, limit: int = 8) -> 
 
 def train_hint() -> str:
     """How to get a model, for this machine: the models already trained here, then a command that fits."""
+    from squad_qa.speed import has_native_bf16  # which recipe fits this CPU: only for this message
+
     lines = []
     trained = find_trained_models()
     if trained:
@@ -142,15 +171,18 @@ def missing_qa_head_keys(path: str | Path, files: list[Path] | None = None) -> l
     return [k for k in QA_HEAD_KEYS if not any(key == k or key.endswith("." + k) for key in keys)]
 
 
-def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
+def check_qa_checkpoint(path: str | Path | ModelFolder, hint: bool = True) -> ModelFolder:
     """Refuse anything but a fine-tuned QA checkpoint, with a one-line CheckpointError that says
-    what is wrong (``e.hint``: whether ``train_hint()`` should follow it).
+    what is wrong (``e.hint``: whether ``train_hint()`` should follow it). Returns the checked
+    ``ModelFolder``; one given in is returned as it is (checked already).
 
     Reads only the safetensors headers (and, where the folder has SHA256SUMS, hashes the files),
     so it is cheap enough to run before starting a server. The point: transformers happily loads a
     base encoder into BertForQuestionAnswering and initialises qa_outputs at random, which would
     serve confident-looking nonsense; and a damaged file must say so, not dump a traceback.
     """
+    if isinstance(path, ModelFolder):
+        return path
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"model folder {path} does not exist", hint=hint)
@@ -179,7 +211,7 @@ def check_qa_checkpoint(path: str | Path, hint: bool = True) -> Path:
         )
     if not (path / "tokenizer.json").is_file():
         raise CheckpointError(f"{path} has no tokenizer.json (a fast tokenizer is needed for offsets)", hint=hint)
-    return path
+    return ModelFolder(path)
 
 
 class _BelowError(logging.Filter):

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from squad_qa.data import SquadFormatError, read_squad_examples
 from squad_qa.inference import QAReader
 from squad_qa.logits_file import save_window_logits
+from squad_qa.model_dir import CheckpointError
 from squad_qa.postprocess import postprocess_predictions, write_predictions
 from squad_qa.speed import DTYPE_CHOICES, QUANTIZE_CHOICES
 
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             packed=None if args.packing else False,
         )
     except ValueError as e:  # CheckpointError; window geometry that does not fit the model; an impossible ensemble
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.with_hint() if isinstance(e, CheckpointError) else e}", file=sys.stderr)
         return 2
     logger.info("model %s; %d questions from %s", " + ".join(map(str, reader.model_dirs)), len(examples),
                 args.predict_file)

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 
@@ -257,9 +258,10 @@ def test_unknown_route_is_a_json_404(client):
 
 def test_app_refuses_the_base_encoder_at_startup():
     app = create_app(squad_qa.default_base_model_path())
-    with pytest.raises(CheckpointError, match="(?s)qa_outputs.*train_squad.py"):
+    with pytest.raises(CheckpointError, match="qa_outputs") as raised:
         with TestClient(app):
             pass
+    assert raised.value.hint and "train_squad.py" in raised.value.with_hint()  # the hint is built when printed
 
 
 def test_serve_refuses_without_a_fine_tuned_model(tmp_path, monkeypatch, capsys):
@@ -662,3 +664,26 @@ def test_a_failing_packed_model_call_answers_every_kind_of_request(tiny_qa_check
         monkeypatch.setattr(packing, "window_attention", broken)
         assert _every_kind_of_request(c) == padded_answers
         assert not c.app.state.reader.packed
+
+
+def test_serve_hashes_the_shipped_model_once(monkeypatch):
+    """`squad-qa serve` checks the folder before binding its port and the app loads what it checked:
+    model.safetensors (45 MB) is hashed once per start, not once per check."""
+    import uvicorn
+
+    import squad_qa.checksums as checksums
+
+    monkeypatch.delenv(model_dir.MODEL_ENV_VAR, raising=False)
+    hashed = []
+    real = checksums.file_sha256
+    monkeypatch.setattr(checksums, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
+    started = []
+
+    def run(app, **kwargs):  # uvicorn.run, minus the socket: the app's start-up and shutdown
+        with TestClient(app) as c:
+            started.append(c.get("/v1/model").json()["name"])
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    assert serve_main(["--port", "0"]) == 0
+    assert started == ["squad-minilm-l6"]
+    assert hashed.count("model.safetensors") == 1, hashed
