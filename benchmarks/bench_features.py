@@ -4,7 +4,7 @@
     python benchmarks/bench_features.py --datasets dev --repeats 3 --legacy_limit 2000
 
 Three converters, same machine, same run, each in its own process (so peak RSS is per converter):
-* ours    squad_qa.features.convert_examples_to_features (no cache), on read_squad_examples output.
+* ours    squad_qa.data.features.convert_examples_to_features (no cache), on read_squad_examples output.
 * legacy  transformers 4.57 squad_convert_examples_to_features + slow BertTokenizer (threads=1), run by
           benchmarks/legacy_features.py inside the legacy venv (--legacy_python); the time is measured
           inside that process around the conversion call only. It is slow, so --legacy_limit times it
@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from squad_qa.windows import WindowConfig  # noqa: E402  (light: no torch)
+from squad_qa.data.windows import WindowConfig  # noqa: E402  (light: no torch)
 
 SHARED = REPO.parent / "shared" / "squad"
 DATASETS = {"dev": (SHARED / "dev-v1.1.json.gz", False), "train": (SHARED / "train-v1.1.json.gz", True)}
@@ -50,8 +50,8 @@ def worker_ours(args) -> dict:
     from transformers import AutoTokenizer
 
     from squad_qa import default_base_model_path
-    from squad_qa.data import read_squad_examples
-    from squad_qa.features import convert_examples_to_features
+    from squad_qa.data.squad import read_squad_examples
+    from squad_qa.data.features import convert_examples_to_features
 
     tokenizer = AutoTokenizer.from_pretrained(str(args.model_name_or_path or default_base_model_path()))
     t0 = time.perf_counter()

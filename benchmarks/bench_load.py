@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_batch_size", type=int, default=32)
     p.add_argument("--max_wait_ms", type=float, default=10.0)
     args = p.parse_args(argv)
-    from squad_qa.model_dir import resolve_model_dir
+    from squad_qa.model.model_dir import resolve_model_dir
 
     model = resolve_model_dir(args.model)
     questions = load_questions(args.predict_file, 2000)

@@ -1,4 +1,4 @@
-"""Benchmark: packed batches (squad_qa/packing.py) against padded ones, in-process, as the service runs them.
+"""Benchmark: packed batches (squad_qa/model/packing.py) against padded ones, in-process, as the service runs them.
 
 The reader answers dev-v1.1 questions (every (total / n)-th, so all articles) `--group` at a time, the
 way the service's micro-batches reach it. Three ways to run a call's windows:
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_service import DEFAULT_DEV, load_questions  # noqa: E402
 
-from squad_qa.inference import QAItem, QAReader  # noqa: E402
-from squad_qa.packing import pack  # noqa: E402
+from squad_qa.inference.reader import QAItem, QAReader  # noqa: E402
+from squad_qa.model.packing import pack  # noqa: E402
 
 
 def hf_packed_logits(reader: QAReader, features) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Benchmark: decoding all dev-v1.1 windows (384/128/64) from fixed random logits.
 
-Ours (``squad_qa.postprocess``, vectorised top-k x top-k per window) against a straightforward
+Ours (``squad_qa.spans.postprocess``, vectorised top-k x top-k per window) against a straightforward
 nested-loop decoder of the *same rules* (benchmarks/reference_postprocess.py, also the tests'
 oracle), written the way transformers' ``utils_qa.postprocess_qa_predictions`` (and run_squad) do
 it: for each question, for each of its windows, argsort the top-n start and end positions, then a
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from squad_qa import default_base_model_path
-from squad_qa.data import read_squad_examples
-from squad_qa.features import convert_examples_to_features
-from squad_qa.windows import WindowConfig
-from squad_qa.postprocess import PostprocessResult, postprocess_predictions
+from squad_qa.data.squad import read_squad_examples
+from squad_qa.data.features import convert_examples_to_features
+from squad_qa.data.windows import WindowConfig
+from squad_qa.spans.postprocess import PostprocessResult, postprocess_predictions
 
 from reference_postprocess import reference_postprocess  # benchmarks/ is this script's folder
 

@@ -56,11 +56,11 @@ from pathlib import Path
 
 import httpx  # start-up polling only
 
-from service.app import ServiceSettings  # the service's defaults
-from squad_qa.windows import WindowConfig, context_room
-from squad_qa.speed import DTYPE_CHOICES
-from squad_qa.metrics import normalize_answer as normalize  # the official SQuAD normalisation
-from squad_qa.run_record import read_run_record, write_run_record
+from service.settings import ServiceSettings  # the service's defaults
+from squad_qa.data.windows import WindowConfig, context_room
+from squad_qa.model.speed import DTYPE_CHOICES
+from squad_qa.scoring.metrics import normalize_answer as normalize  # the official SQuAD normalisation
+from squad_qa.files.run_record import read_run_record, write_run_record
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEV = REPO / ".." / "shared" / "squad" / "dev-v1.1.json.gz"
@@ -103,7 +103,7 @@ def load_questions(path: Path, n: int, sample: str = "spread") -> list[dict]:
     long paragraphs need several windows 2.4x as often as the whole set, and whose questions come
     five or so per paragraph, so concurrent requests have similar lengths).
     """
-    from squad_qa.data import load_squad_json
+    from squad_qa.data.squad import load_squad_json
 
     out = []
     for article in load_squad_json(path)["data"]:
@@ -387,7 +387,7 @@ def main(argv=None) -> int:
     # run_squad's max-context rule and raw-logit ranking across windows vs the pipeline's ranking by
     # per-window softmax). Report agreement for the single-window questions separately.
     single = [len(tok(q["question"], q["context"])["input_ids"]) <= 384 for q in questions]
-    from squad_qa.metrics import exact_match_score, f1_score
+    from squad_qa.scoring.metrics import exact_match_score, f1_score
 
     def vs_gold(answers: list[str], idx: list[int]) -> str:
         idx = [i for i in idx if questions[i]["gold"]]

@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from squad_qa import default_base_model_path
-from squad_qa.batching import LengthGroupedBatchSampler, collate
-from squad_qa.data import read_squad_examples
-from squad_qa.features import convert_examples_to_features
-from squad_qa.model_dir import load_qa_model
-from squad_qa.optim import build_optimizer
-from squad_qa.losses import compute_loss
-from squad_qa.runtime import autocast_context
+from squad_qa.model.batching import LengthGroupedBatchSampler, collate
+from squad_qa.data.squad import read_squad_examples
+from squad_qa.data.features import convert_examples_to_features
+from squad_qa.model.model_dir import load_qa_model
+from squad_qa.training.optim import build_optimizer
+from squad_qa.training.losses import compute_loss
+from squad_qa.training.runtime import autocast_context
 
 DEFAULT_TRAIN = Path(__file__).resolve().parents[1] / ".." / "shared" / "squad" / "train-v1.1.json.gz"
 

@@ -2,7 +2,7 @@
 
 The legacy reference (slow BertTokenizer + SquadV1Processor, transformers 4.57) runs in its own virtualenv
 through benchmarks/legacy_features.py; its .npz is cached under --legacy_cache. Ours is
-`squad_qa.features.convert_examples_to_features` on `squad_qa.data.read_squad_examples` of the same file.
+`squad_qa.data.features.convert_examples_to_features` on `squad_qa.data.squad.read_squad_examples` of the same file.
 
     python benchmarks/compare_legacy_features.py --predict_file ../shared/squad/dev-v1.1.json.gz
     python benchmarks/compare_legacy_features.py --predict_file ../shared/squad/train-v1.1.json.gz --train --limit 5000
@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from squad_qa import default_base_model_path  # noqa: E402
-from squad_qa.data import read_squad_examples  # noqa: E402
-from squad_qa.features import convert_examples_to_features  # noqa: E402
+from squad_qa.data.squad import read_squad_examples  # noqa: E402
+from squad_qa.data.features import convert_examples_to_features  # noqa: E402
 
 LEGACY_SCRIPT = REPO / "benchmarks" / "legacy_features.py"
 TOKEN_FIELDS = ["input_ids", "token_type_ids", "attention_mask", "p_mask", "token_is_max_context", "token_to_orig_map"]

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from squad_qa import default_base_model_path  # noqa: E402
-from squad_qa.data import load_squad_json  # noqa: E402
+from squad_qa.data.squad import load_squad_json  # noqa: E402
 
 DEFAULT_FILES = [REPO.parent / "shared" / "squad" / "train-v1.1.json.gz", REPO.parent / "shared" / "squad" / "dev-v1.1.json.gz"]
 DEFAULT_TEACHER = Path.home() / "squad-runs" / "teacher" / "all-mpnet-base-v2"

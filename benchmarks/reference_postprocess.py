@@ -1,9 +1,9 @@
-"""The reference decoder: squad_qa.postprocess's rules, written the plain way.
+"""The reference decoder: squad_qa.spans.postprocess's rules, written the plain way.
 
 One question at a time, one window at a time, then a double loop over the top-n start and end
 positions with if-checks, the way transformers' ``utils_qa.postprocess_qa_predictions`` (and
 run_squad's ``write_predictions``) do it; the rules are those listed at the top of
-squad_qa/postprocess.py (masked top-n, max-context starts, ties by (window, start, end), n-best
+squad_qa/spans/postprocess.py (masked top-n, max-context starts, ties by (window, start, end), n-best
 deduplication by text, the v2 null entry at its ranked place).
 
 Two users, so that the oracle and the peer cannot drift apart:
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from squad_qa.postprocess import Prediction, PostprocessResult
+from squad_qa.spans.postprocess import Prediction, PostprocessResult
 
 
 def reference_postprocess(examples, features, start_logits, end_logits, n_best_size=20,

@@ -40,9 +40,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from squad_qa import run_record  # noqa: E402 (torch-free: this script runs where torch may be missing)
-from squad_qa.metrics import em_of, f1_of  # noqa: E402 (the scorer: standard library only)
-from squad_qa.run_record import METRICS_FILE, read_run_record  # noqa: E402
+from squad_qa.files import run_record  # noqa: E402 (torch-free: this script runs where torch may be missing)
+from squad_qa.scoring.metrics import em_of, f1_of  # noqa: E402 (the scorer: standard library only)
+from squad_qa.files.run_record import METRICS_FILE, read_run_record  # noqa: E402
 
 # Named as when this was squad_qa/ablate.py: main() turns on INFO for "squad_qa", and a script's
 # __name__ is "__main__".

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(uncap(r) for r in requirements()))
         return 0
     if args.command == "compare":
-        from squad_qa.doctor import read_lock  # needs the package installed (check_latest.sh's venv)
+        from squad_qa.inference.doctor import read_lock  # needs the package installed (check_latest.sh's venv)
 
         diff = differences(read_lock(LOCK), installed())
         print("same as the lock" if not diff else "differs from the lock: " + ", ".join(diff))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from squad_qa.evaluate import main  # noqa: E402
+from squad_qa.scoring.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -23,10 +23,10 @@ from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import squad_qa  # noqa: E402
-from squad_qa.checksums import file_sha256, write_checksums  # noqa: E402
-from squad_qa.metrics import em_of, f1_of  # noqa: E402
-from squad_qa.model_dir import missing_qa_head_keys  # noqa: E402
-from squad_qa.run_record import RUN_INFO_FILE, read_run_record, run_args  # noqa: E402
+from squad_qa.files.checksums import file_sha256, write_checksums  # noqa: E402
+from squad_qa.scoring.metrics import em_of, f1_of  # noqa: E402
+from squad_qa.model.model_dir import missing_qa_head_keys  # noqa: E402
+from squad_qa.files.run_record import RUN_INFO_FILE, read_run_record, run_args  # noqa: E402
 
 
 def model_card(dst: Path, src: Path) -> str:
@@ -57,7 +57,7 @@ with squad-qa (`scripts/train_squad.py`), weights stored in float16.
 - Result: {score}.
 - Source checkpoint: `{src.name}`, global step {info.get('global_step', '?')}.
 - Load: `AutoModelForQuestionAnswering.from_pretrained(path)` (transformers 5 keeps the stored float16 unless
-  you pass `dtype=torch.float32`, which you should for CPU inference), or `squad_qa.inference.QAReader`.
+  you pass `dtype=torch.float32`, which you should for CPU inference), or `squad_qa.inference.reader.QAReader`.
 - Limits: English Wikipedia-style paragraphs; always returns a span (SQuAD v1.1 has no unanswerable questions);
   inputs over 384 tokens are read in overlapping windows.
 

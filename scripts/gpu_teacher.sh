@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, MPNetConfig, MPNetForMaskedLM
 import squad_qa
-from squad_qa.teacher import write_fp16_shards
+from squad_qa.training.teacher import write_fp16_shards
 root = Path(sys.argv[1]); src = root / "mpnet-src"
 shutil.rmtree(root, ignore_errors=True); src.mkdir(parents=True)
 teacher = Path.home() / "squad-runs/teacher/all-mpnet-base-v2"
@@ -79,14 +79,14 @@ sha256sum "$DEV_DIR/mpnet/model.safetensors" "$DEV_DIR/base-fp16/model.safetenso
 stage "2a. teacher probe: ${PROBE_STEPS:-60} steps for its samples/s (and the MPNet windows' feature cache)"
 python scripts/train_squad.py --config experiments/teacher-mpnet.json $TEACHER_EXTRA --max_steps ${PROBE_STEPS:-60} \
   --logging_steps ${PROBE_LOG:-20} --max_eval_samples 10 --output_dir "$ROOT/probe" --overwrite_output_dir 2>&1 \
-  | grep -iE "^[0-9-]+ [0-9:,]+ INFO squad_qa.train: training:|error" | tail -3
+  | grep -iE "^[0-9-]+ [0-9:,]+ INFO squad_qa.training.train: training:|error" | tail -3
 # the epochs that fit: the teacher's run (its start and full-dev eval ~35 s) must leave STUDENTS_S for the rest
 budget=$(time_left $((STUDENTS_S + 35)))
 EPOCHS=$(python - "$ROOT/probe" "$budget" <<'PY'
 import math, sys
 from pathlib import Path
 try:
-    from squad_qa.run_record import METRICS_FILE, read_metrics, read_run_record, run_args
+    from squad_qa.files.run_record import METRICS_FILE, read_metrics, read_run_record, run_args
     rows, _ = read_metrics(Path(sys.argv[1]) / METRICS_FILE)
     last = rows[-1]
     bs = run_args(read_run_record(sys.argv[1]))["per_device_train_batch_size"]
@@ -110,10 +110,10 @@ cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 STUDENT_EXTRA="$STUDENT_EXTRA --teacher $ROOT/teacher/teacher-mpnet-s1"
 stage "3a. the teacher's logits on the student's training windows, once (the students read the cache)"
 # the first student's config (CONFIG@SEED read by scripts/ablate.py's parse_entry) and the folder this stage caches
-# the teacher's logits in, read from the flags the run below gets (squad_qa/distill.py's teacher_cache_dir)
+# the teacher's logits in, read from the flags the run below gets (squad_qa/training/distill.py's teacher_cache_dir)
 read -r first cache_dir < <(python -c 'import sys; sys.path.insert(0, "scripts"); from ablate import parse_entry
-from squad_qa.config import parse_args
-from squad_qa.distill import teacher_cache_dir
+from squad_qa.training.config import parse_args
+from squad_qa.training.distill import teacher_cache_dir
 cfg = str(parse_entry(sys.argv[1])[0]); print(cfg, teacher_cache_dir(parse_args(["--config", cfg, *sys.argv[2:]])) or "")' \
   "${STUDENTS%% *}" $STUDENT_EXTRA)
 python scripts/train_squad.py --config "$first" $STUDENT_EXTRA --max_steps 1 --eval_steps 0 --eval_subset 0 \
@@ -179,7 +179,7 @@ for mode in cached live; do
       --teacher "$teacher" --teacher_mode $mode --max_steps ${MODE_STEPS:-150} --eval_steps 0 --eval_subset 0 \
       --max_eval_samples 100 --logging_steps ${MODE_LOG:-50} --output_dir "$ROOT/kd-mode/$mode" \
       --overwrite_output_dir 2>&1 | grep -iE "error" | tail -3
-    python -c "import sys; from squad_qa.run_record import read_metrics
+    python -c "import sys; from squad_qa.files.run_record import read_metrics
 rows, _ = read_metrics(sys.argv[1]); print(sys.argv[2], 'samples/s', [round(r['samples_per_s'], 1) for r in rows])" \
       "$ROOT/kd-mode/$mode/metrics.jsonl" $mode
     pack_runs "$ROOT"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from squad_qa.run_record import read_metrics as load_metrics  # noqa: E402 (the one reader of metrics.jsonl)
+from squad_qa.files.run_record import read_metrics as load_metrics  # noqa: E402 (the one reader of metrics.jsonl)
 
 
 def main(argv: list[str] | None = None) -> int:

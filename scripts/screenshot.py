@@ -14,10 +14,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/server.py: running_server
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from service.app import create_app, running_server  # noqa: E402
+from server import running_server  # noqa: E402
+
+from service.app import create_app  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -11,7 +11,11 @@ PY=$VENV/bin/python
 [ -x "$PY" ] || "${PYTHON:-python3}" -m venv "$VENV"
 # The lock pins every package with its sha256 (python scripts/deps.py lock writes it); the package
 # itself goes on top without resolving anything (setuptools, its build backend, is in the lock).
-"$PY" -m pip install -q --disable-pip-version-check --require-hashes -r requirements/lock.txt
+"$PY" -m pip install -q --disable-pip-version-check --require-hashes -r requirements/lock.txt || {
+  echo "setup.sh: installing requirements/lock.txt failed (above). If pip found no torch==...+cpu, point it at" \
+       "PyTorch's CPU wheels: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup.sh" >&2
+  exit 2
+}
 "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 # System packages, only where missing: headless Chromium for tests/test_service_browser.py (Debian's

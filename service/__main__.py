@@ -1,5 +1,5 @@
 """`python -m service --model DIR` == `squad-qa serve --model DIR`."""
 
-from service.app import serve_main
+from service.cli import serve_main
 
 raise SystemExit(serve_main())

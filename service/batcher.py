@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from squad_qa.inference import Answer, PreparedItems, QAItem, QAReader
+from squad_qa.inference.reader import Answer, PreparedItems, QAItem, QAReader
 
 logger = logging.getLogger(__name__)
 

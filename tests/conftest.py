@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from squad_qa.run_record import METRICS_FILE, read_metrics
+from squad_qa.files.run_record import METRICS_FILE, read_metrics
 
 # The SQuAD files: ../shared/squad beside the checkout (CI has it there), or $SQUAD_DIR.
 SQUAD_DIR = Path(os.environ.get("SQUAD_DIR", Path(__file__).resolve().parents[2] / "shared" / "squad"))
@@ -65,7 +65,9 @@ def second_checkpoint(tmp_path_factory, tiny_qa_checkpoint) -> Path:
 def live_server(tiny_qa_checkpoint):
     """The real service (uvicorn, HTTP on a free 127.0.0.1 port) around the tiny checkpoint, in a
     background thread. Yields (base_url, app); shut down at the end of the session."""
-    from service.app import create_app, running_server
+    from server import running_server
+
+    from service.app import create_app
 
     app = create_app(tiny_qa_checkpoint)
     with running_server(app) as base_url:
@@ -146,7 +148,7 @@ def window_mask(seq_lens: list[int], width: int, context_start: int):
     ``width``: CLS plus the context from ``context_start`` up to the row's final [SEP]."""
     import torch
 
-    from squad_qa.losses import span_valid_mask
+    from squad_qa.training.losses import span_valid_mask
 
     p_mask = torch.ones(len(seq_lens), width, dtype=torch.int8)
     attn = torch.zeros(len(seq_lens), width, dtype=torch.int8)

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import squad_qa
-from squad_qa.config import build_parser, load_config, parse_args, validate_args
+from squad_qa.training.config import build_parser, load_config, parse_args, validate_args
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from transformers import BertConfig, BertForQuestionAnswering
 
-from squad_qa.adversarial import FGM, PGD
+from squad_qa.training.adversarial import FGM, PGD
 
 EMB = "bert.embeddings.word_embeddings.weight"
 

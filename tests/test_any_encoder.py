@@ -17,12 +17,12 @@ from transformers import AutoTokenizer, MPNetConfig, MPNetForQuestionAnswering, 
 
 import squad_qa
 from conftest import run_args
-from squad_qa.batching import collate, model_input_names
-from squad_qa.data import read_squad_examples
-from squad_qa.ensemble import EnsembleError
-from squad_qa.features import convert_examples_to_features, special_layout, windows_needed
-from squad_qa.inference import QAItem, QAReader
-from squad_qa.predict import main
+from squad_qa.model.batching import collate, model_input_names
+from squad_qa.data.squad import read_squad_examples
+from squad_qa.model.ensemble import EnsembleError
+from squad_qa.data.features import convert_examples_to_features, special_layout, windows_needed
+from squad_qa.inference.reader import QAItem, QAReader
+from squad_qa.inference.predict import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SQUAD = FIXTURES / "tiny_squad.json"
@@ -145,7 +145,7 @@ def test_same_geometry_leaves_room_for_the_extra_separator(bert_tokenizer, mpnet
 
 
 def test_model_inputs_are_what_the_forward_takes(tiny_qa_checkpoint, mpnet_dir, mpnet_tokenizer):
-    from squad_qa.model_dir import load_qa_model
+    from squad_qa.model.model_dir import load_qa_model
 
     bert, mp = load_qa_model(tiny_qa_checkpoint), load_qa_model(mpnet_dir)
     assert type(mp).__name__ == "MPNetForQuestionAnswering"
@@ -160,7 +160,7 @@ def test_model_inputs_are_what_the_forward_takes(tiny_qa_checkpoint, mpnet_dir, 
 
 
 def test_tiny_mpnet_trains_a_step_and_answers_through_qareader(mpnet_dir, mpnet_tokenizer, tmp_path):
-    from squad_qa.model_dir import load_qa_model
+    from squad_qa.model.model_dir import load_qa_model
 
     torch.manual_seed(0)
     model = load_qa_model(mpnet_dir, trained_head=False).train()
@@ -214,7 +214,7 @@ def test_packing_refuses_other_model_types(mpnet_dir, tiny_qa_checkpoint, capsys
 def test_train_py_fine_tunes_an_mpnet_encoder_and_the_reader_serves_it(mpnet_dir, tmp_path):
     """scripts/train_squad.py's loop, unchanged, on the MPNet-like model: features with the tokenizer's own
     specials, MPNet's relative_attention_bias in the optimizer's groups, evaluation without token_type_ids."""
-    from squad_qa.train import main as train_main
+    from squad_qa.training.train import main as train_main
 
     out = tmp_path / "run"
     rc = train_main(run_args(mpnet_dir, out, "--max_steps", "2", "--do_eval", "--predict_file", str(SQUAD),
@@ -231,7 +231,7 @@ def test_train_py_refuses_a_stride_that_leaves_no_room_for_mpnets_fourth_special
     """128 - 64 - 3 = 61 context tokens for BERT, 60 for MPNet's <s> q </s></s> c </s>, and the stride must be
     shorter than a window's context: --doc_stride 60 passes the flag checks (which know no tokenizer) and is
     refused, before anything is written, once the tokenizer is loaded."""
-    from squad_qa.train import main as train_main
+    from squad_qa.training.train import main as train_main
 
     out = tmp_path / "run"
     rc = train_main(run_args(mpnet_dir, out, "--doc_stride", "60", "--max_steps", "1", train_file=SQUAD))

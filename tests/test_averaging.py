@@ -6,7 +6,7 @@ from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 from transformers import BertConfig, BertForQuestionAnswering
 
-from squad_qa.averaging import (
+from squad_qa.training.averaging import (
     averaged_module,
     averaged_state_dict,
     check_no_batchnorm,

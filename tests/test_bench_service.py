@@ -8,8 +8,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from squad_qa import default_base_model_path
-from squad_qa.data import read_squad_examples
-from squad_qa.features import convert_examples_to_features
+from squad_qa.data.squad import read_squad_examples
+from squad_qa.data.features import convert_examples_to_features
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_service import pipeline_doc_stride  # noqa: E402

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from squad_qa.data import (SquadFormatError, is_whitespace, load_squad_json, make_example, read_squad_examples,
+from squad_qa.data.squad import (SquadFormatError, is_whitespace, load_squad_json, make_example, read_squad_examples,
                            whitespace_tokenize)
 
 
@@ -159,7 +159,7 @@ def test_deeply_nested_and_oversized_json_are_refused_in_one_line(tmp_path, monk
     deep.write_text("[" * 200_000 + "]" * 200_000)
     with pytest.raises(SquadFormatError, match="deep.json: JSON nested too deeply"):
         read_squad_examples(deep, is_training=False)
-    import squad_qa.data as data
+    import squad_qa.data.squad as data
 
     monkeypatch.setattr(data, "MAX_JSON_BYTES", 1000)
     bomb = tmp_path / "bomb.json.gz"

@@ -20,17 +20,17 @@ import torch
 import torch.nn.functional as F
 
 import squad_qa
-import squad_qa.distill as distill_module
+import squad_qa.training.distill as distill_module
 from conftest import TINY_SQUAD, max_diff, run_args, torchrun_train, train_rows, weights, window_mask
-from squad_qa.batching import predict_logits
-from squad_qa.checksums import file_sha256, write_checksums
-from squad_qa.data import read_squad_examples
-from squad_qa.distill import (CachedTeacher, LiveTeacher, TeacherCacheError, TeacherModel, compute_teacher_logits,
+from squad_qa.model.batching import predict_logits
+from squad_qa.files.checksums import file_sha256, write_checksums
+from squad_qa.data.squad import read_squad_examples
+from squad_qa.training.distill import (CachedTeacher, LiveTeacher, TeacherCacheError, TeacherModel, compute_teacher_logits,
                               map_student_ids, teacher_fingerprint)
-from squad_qa.logits_file import WindowLogits, load_window_logits
-from squad_qa.features import convert_examples_to_features
-from squad_qa.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss, span_valid_mask
-from squad_qa.train import main
+from squad_qa.model.logits_file import WindowLogits, load_window_logits
+from squad_qa.data.features import convert_examples_to_features
+from squad_qa.training.losses import compute_loss, kd_span_loss, rdrop_span_loss, span_loss, span_valid_mask
+from squad_qa.training.train import main
 
 SEQ, STRIDE, SAMPLES = 128, 48, 16
 
@@ -228,7 +228,7 @@ def test_pieces_missing_from_the_teacher_vocab_are_named_or_mapped_to_unk(studen
 def test_teacher_logits_line_up_with_the_student_windows(student_tok, train_data, bert_teacher, mpnet_teacher):
     from transformers import AutoTokenizer
 
-    from squad_qa.model_dir import load_qa_model
+    from squad_qa.model.model_dir import load_qa_model
 
     _, features = train_data
     # BERT teacher, same vocab: what the evaluation path computes for these very windows
@@ -264,7 +264,7 @@ def _run_args(model: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _kl_to_teacher(model_dir: Path, features, logits: WindowLogits) -> float:
-    from squad_qa.model_dir import load_qa_model
+    from squad_qa.model.model_dir import load_qa_model
 
     model = load_qa_model(model_dir, trained_head=False)
     s, e = predict_logits(model, features, np.arange(len(features)), 8, torch.device("cpu"))
@@ -397,7 +397,7 @@ def test_an_ensembles_saved_logits_teach_like_its_folder(tiny_qa_checkpoint, ber
                                                          tmp_path):
     """predict.py --save_logits over the training file (read there as eval data: no answer needed) is a --teacher
     file: with one model it teaches exactly what that model's folder teaches; with two, their mean."""
-    from squad_qa.predict import main as predict_main
+    from squad_qa.inference.predict import main as predict_main
 
     geometry = ["--max_seq_length", str(SEQ), "--doc_stride", str(STRIDE), "--max_query_length", "64"]
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"

@@ -6,9 +6,9 @@ from importlib import metadata
 
 import pytest
 
-import squad_qa.doctor as doctor
-import squad_qa.download as download
-from squad_qa.checksums import file_sha256
+import squad_qa.inference.doctor as doctor
+import squad_qa.files.download as download
+from squad_qa.files.checksums import file_sha256
 from squad_qa.cli import main as cli
 
 
@@ -52,7 +52,7 @@ def test_a_version_off_the_lock_and_a_missing_file_fail_with_exit_1(setting, cap
 
 def test_a_failing_packing_probe_is_a_failing_line(setting, monkeypatch, capsys):
     _, data = setting
-    from squad_qa.inference import QAReader
+    from squad_qa.inference.reader import QAReader
 
     monkeypatch.setattr(QAReader, "probe_packing", lambda self: "forced by the test")
     assert cli(["doctor", "--data_dir", str(data)]) == 1

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from squad_qa.checksums import ChecksumError, file_sha256
-from squad_qa.download import fetch
+from squad_qa.files.checksums import ChecksumError, file_sha256
+from squad_qa.files.download import fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from squad_qa.data import read_squad_examples
-from squad_qa.ensemble import EnsembleError, ModelEnsemble
-from squad_qa.inference import QAItem, QAReader
-from squad_qa.logits_file import load_window_logits
-from squad_qa.postprocess import postprocess_predictions
-from squad_qa.predict import main
+from squad_qa.data.squad import read_squad_examples
+from squad_qa.model.ensemble import EnsembleError, ModelEnsemble
+from squad_qa.inference.reader import QAItem, QAReader
+from squad_qa.model.logits_file import load_window_logits
+from squad_qa.spans.postprocess import postprocess_predictions
+from squad_qa.inference.predict import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SQUAD = FIXTURES / "tiny_squad.json"

@@ -5,10 +5,10 @@ import pytest
 from transformers import AutoTokenizer
 
 from squad_qa import default_base_model_path
-from squad_qa import features as F
-from squad_qa.data import make_example, read_squad_examples
-from squad_qa.feature_store import SquadFeatures
-from squad_qa.features import convert_examples_to_features
+from squad_qa.data import features as F
+from squad_qa.data.squad import make_example, read_squad_examples
+from squad_qa.data.feature_store import SquadFeatures
+from squad_qa.data.features import convert_examples_to_features
 
 
 @pytest.fixture(scope="module")
@@ -289,8 +289,8 @@ def test_real_dev_and_train_match_run_squad_reference(tok, squad_dir):
 
 def test_windows_needed_counts_the_windows_conversion_builds(tok):
     tokenizer = tok
-    from squad_qa.data import make_example
-    from squad_qa.features import convert_examples_to_features, windows_needed
+    from squad_qa.data.squad import make_example
+    from squad_qa.data.features import convert_examples_to_features, windows_needed
 
     filler = "The committee met again on Tuesday and discussed the budget at length, café 🎉 北京. "
     pairs = [("Who?", "Ann met Bob."), ("What did the committee discuss " * 9 + "?", filler * 40),

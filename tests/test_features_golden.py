@@ -48,8 +48,8 @@ import numpy as np
 import pytest
 
 from squad_qa import default_base_model_path
-from squad_qa.data import read_squad_examples
-from squad_qa.features import convert_examples_to_features
+from squad_qa.data.squad import read_squad_examples
+from squad_qa.data.features import convert_examples_to_features
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
 from conftest import SQUAD_DIR as SQUAD  # noqa: E402

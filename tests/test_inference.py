@@ -14,12 +14,12 @@ import torch
 from transformers import AutoTokenizer
 
 import squad_qa
-from squad_qa import model_dir
-from squad_qa.checksums import write_checksums
-from squad_qa.inference import QAItem, QAReader
-from squad_qa.model_dir import CheckpointError, check_qa_checkpoint
-from squad_qa.predict import main
-from squad_qa.speed import Float32Linear
+from squad_qa.model import model_dir
+from squad_qa.files.checksums import write_checksums
+from squad_qa.inference.reader import QAItem, QAReader
+from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint
+from squad_qa.inference.predict import main
+from squad_qa.model.speed import Float32Linear
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -131,7 +131,7 @@ def test_long_context_answer_from_a_late_window(tokenizer):
     filler = "The committee met again on Tuesday and discussed the budget at length. " * 60
     context = filler + "Naïve 🎉 visitors finally reached Zürich by train. " + filler
     reader = keyword_reader(tokenizer, "Zürich", max_seq_length=96, doc_stride=32, max_query_length=16)
-    features = reader.features_for([squad_qa.data.make_example("q", "Where did they go?", context)])
+    features = reader.features_for([squad_qa.data.squad.make_example("q", "Where did they go?", context)])
     assert len(features) > 10  # really spread over many windows
     (best,) = reader.answer("Where did they go?", context)
     assert best.text == "Zürich"
@@ -334,7 +334,7 @@ def test_int8_quantized_reader_still_returns_exact_substrings(tiny_qa_checkpoint
 
 
 def test_length_batches_fill_up_on_similar_lengths_and_cut_on_padding():
-    from squad_qa.batching import length_batches
+    from squad_qa.model.batching import length_batches
 
     # a dataset's worth of near-equal windows: full batches, longest first
     assert [len(b) for b in length_batches(np.full(10, 100), batch_size=4)] == [4, 4, 2]
@@ -349,8 +349,8 @@ def test_length_batches_fill_up_on_similar_lengths_and_cut_on_padding():
 
 
 def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
-    from squad_qa.data import make_example
-    from squad_qa.speed import has_native_bf16, resolve_dtype
+    from squad_qa.data.squad import make_example
+    from squad_qa.model.speed import has_native_bf16, resolve_dtype
 
     assert resolve_dtype(None, "cpu") is torch.float32 and resolve_dtype("float32", "cpu") is torch.float32
     assert resolve_dtype("auto", "cpu") is (torch.bfloat16 if has_native_bf16("cpu") else torch.float32)
@@ -397,7 +397,7 @@ def test_fine_tuning_load_explains_the_new_head_instead_of_a_warning_table(caplo
         model = model_dir.load_qa_model(base, trained_head=False)
     assert hasattr(model, "qa_outputs")
     assert "LOAD REPORT" not in caplog.text + capsys.readouterr().err
-    ours = [r for r in caplog.records if r.name == "squad_qa.model_dir"]
+    ours = [r for r in caplog.records if r.name == "squad_qa.model.model_dir"]
     (line,) = [r.getMessage() for r in ours if "qa_outputs" in r.getMessage()]
     assert "initialised at random (expected: fine-tuning trains it)" in line and "pooler" in line
     assert not [r for r in ours if r.levelname == "WARNING"]

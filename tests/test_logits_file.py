@@ -1,4 +1,4 @@
-"""The logits file (squad_qa/logits_file.py): written by predict.py --save_logits and the teacher cache, read by
+"""The logits file (squad_qa/model/logits_file.py): written by predict.py --save_logits and the teacher cache, read by
 train.py --teacher. Rows are found again by (question id, window number), so a training run that reads fewer
 questions (is_training skips, --max_train_samples) gets exactly its own windows' rows, and anything else is refused
 in one line."""
@@ -15,9 +15,9 @@ from conftest import TINY_SQUAD
 from safetensors.torch import save_file
 
 import squad_qa
-from squad_qa.data import read_squad_examples
-from squad_qa.features import convert_examples_to_features
-from squad_qa.logits_file import (LogitsFileError, WindowLogits, load_window_logits, read_logits_metadata,
+from squad_qa.data.squad import read_squad_examples
+from squad_qa.data.features import convert_examples_to_features
+from squad_qa.model.logits_file import (LogitsFileError, WindowLogits, load_window_logits, read_logits_metadata,
                                   save_window_logits)
 
 SEQ, STRIDE, QUERY = 64, 16, 24

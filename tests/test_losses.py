@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import window_mask
-from squad_qa.losses import rdrop_kl, rdrop_span_loss, span_loss
+from squad_qa.training.losses import rdrop_kl, rdrop_span_loss, span_loss
 
 
 def _batch(seed=0, B=4, T=12):

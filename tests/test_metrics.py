@@ -1,4 +1,4 @@
-"""squad_qa.metrics against the official evaluate-v1.1.py / evaluate-v2.0.py.
+"""squad_qa.scoring.metrics against the official evaluate-v1.1.py / evaluate-v2.0.py.
 
 The EXPECTED_* numbers below were produced by running the unmodified official
 scripts (outside this repo) on prediction files made by the generator
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from squad_qa import metrics
-from squad_qa.evaluate import evaluate_file
-from squad_qa.evaluate import main as evaluate_main
+from squad_qa.scoring import metrics
+from squad_qa.scoring.evaluate import evaluate_file
+from squad_qa.scoring.evaluate import main as evaluate_main
 
 REPO = Path(__file__).resolve().parents[1]
 from conftest import SQUAD_DIR  # noqa: E402

@@ -15,7 +15,7 @@ from transformers import (
     RobertaForQuestionAnswering,
 )
 
-from squad_qa.optim import (
+from squad_qa.training.optim import (
     SCHEDULER_CHOICES,
     build_optimizer,
     build_param_groups,
@@ -257,7 +257,7 @@ def test_reinit_still_redraws_when_init_weights_skips_every_tensor(tmp_path, cap
     model.config.initializer_range = 0.5
     model._init_weights = lambda module: None  # a release whose init skips every loaded tensor
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    with caplog.at_level("WARNING", logger="squad_qa.optim"):
+    with caplog.at_level("WARNING", logger="squad_qa.training.optim"):
         names = reinit_top_layers(model, 2)
     assert [r.levelname for r in caplog.records].count("WARNING") == 1
     params = dict(model.named_parameters())

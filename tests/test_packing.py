@@ -15,11 +15,11 @@ from transformers import (BertConfig, BertForQuestionAnswering, DistilBertConfig
 
 import squad_qa
 
-from squad_qa import packing
-from squad_qa.batching import predict_logits
-from squad_qa.data import make_example
-from squad_qa.inference import QAItem, QAReader
-from squad_qa.packing import enable_packing, pack, supports_packing, unpack
+from squad_qa.model import packing
+from squad_qa.model.batching import predict_logits
+from squad_qa.data.squad import make_example
+from squad_qa.inference.reader import QAItem, QAReader
+from squad_qa.model.packing import enable_packing, pack, supports_packing, unpack
 
 LONG_CONTEXT = " ".join(f"Sentence {i} mentions the río número {i} and its {i % 7} bridges." for i in range(90))
 ITEMS = [
@@ -138,7 +138,7 @@ def test_predict_py_writes_the_same_predictions_packed_or_not(tmp_path, checkpoi
     import json
     from pathlib import Path
 
-    from squad_qa.predict import main
+    from squad_qa.inference.predict import main
 
     fixture = Path(__file__).resolve().parent / "fixtures" / "tiny_squad.json"
     argv = ["--model", str(checkpoint), "--predict_file", str(fixture), "--n_best_size", "5"]
@@ -175,7 +175,7 @@ def test_the_probe_passes_here_and_costs_little(readers):
 def test_a_reader_whose_packed_rows_mix_windows_serves_padded_batches(checkpoint, readers, monkeypatch, caplog):
     padded, _ = readers
     monkeypatch.setattr(packing, "window_attention", _attend_across_the_row)
-    with caplog.at_level("WARNING", logger="squad_qa.inference"):
+    with caplog.at_level("WARNING", logger="squad_qa.inference.reader"):
         reader = QAReader.from_pretrained(checkpoint, device="cpu", max_batch_size=3)
     assert not reader.packed and reader.model.config._attn_implementation == "sdpa"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -196,7 +196,7 @@ def test_a_packed_call_that_raises_is_answered_padded_and_packing_stays_off(chec
 
     monkeypatch.setattr(packing, "window_attention", broken)
     items = [QAItem(q, c, top_k=3) for q, c in ITEMS]
-    with caplog.at_level("WARNING", logger="squad_qa.inference"):
+    with caplog.at_level("WARNING", logger="squad_qa.inference.reader"):
         got = reader.answer_batch(items)
         again = reader.answer_batch(items)
     assert _spans(got) == _spans(again) == _spans(padded.answer_batch(items))

@@ -1,4 +1,4 @@
-"""squad_qa.postprocess: hand-made windows and logits, a brute-force cross-check, and dev-v1.1 end to end."""
+"""squad_qa.spans.postprocess: hand-made windows and logits, a brute-force cross-check, and dev-v1.1 end to end."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from squad_qa.data import make_example, read_squad_examples
-from squad_qa.feature_store import SquadFeatures
-from squad_qa.features import convert_examples_to_features
-from squad_qa.postprocess import Prediction, postprocess_predictions, write_predictions
+from squad_qa.data.squad import make_example, read_squad_examples
+from squad_qa.data.feature_store import SquadFeatures
+from squad_qa.data.features import convert_examples_to_features
+from squad_qa.spans.postprocess import Prediction, postprocess_predictions, write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -352,7 +352,7 @@ def test_v1_question_without_any_valid_span(caplog):
         {"ex": 1, "tokens": words(context)},
     ])
     s, e = make_logits(feats, {}, {}, base=1.0)
-    with caplog.at_level(logging.WARNING, logger="squad_qa.postprocess"):
+    with caplog.at_level(logging.WARNING, logger="squad_qa.spans.postprocess"):
         r = postprocess_predictions(ex, feats, s, e)
     assert r.predictions["q"] == ""
     assert r.nbest["q"] == [Prediction("", 0, 0, 0.0, 0.0, 1.0)]
@@ -391,7 +391,7 @@ def test_questions_without_windows_are_counted(caplog):
     ex = [make_example("a", "?", context), make_example("b", "?", context)]
     feats = make_features([{"ex": 0, "tokens": words(context)}, {"ex": 1, "tokens": words(context)}])
     s, e = make_logits(feats, {(0, 0): 1.0, (1, 1): 1.0}, {(0, 0): 1.0, (1, 1): 1.0})
-    with caplog.at_level(logging.WARNING, logger="squad_qa.postprocess"):
+    with caplog.at_level(logging.WARNING, logger="squad_qa.spans.postprocess"):
         r = postprocess_predictions(ex, feats.select([1]), s[1:], e[1:])
     assert r.predictions == {"b": "two"}
     assert "1 of 2 questions have no feature" in caplog.text

@@ -15,13 +15,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 import squad_qa
-import squad_qa.data
-import squad_qa.inference as inference
-import squad_qa.model_dir as model_dir
-import squad_qa.speed as speed
-from service.app import STATIC_DIR, BodyLimitMiddleware, create_app, running_server, serve_main
-from squad_qa.inference import QAReader
-from squad_qa.model_dir import CheckpointError
+import squad_qa.data.squad
+import squad_qa.inference.reader as inference
+import squad_qa.model.model_dir as model_dir
+import squad_qa.model.speed as speed
+from server import running_server
+
+from service.app import create_app
+from service.cli import serve_main
+from service.middleware import BodyLimitMiddleware
+from service.routes import STATIC_DIR
+from squad_qa.inference.reader import QAReader
+from squad_qa.model.model_dir import CheckpointError
 
 UNICODE_CONTEXT = (
     "Zürich's Café Odeon opened in 1911 — it served naïve poets, 北京 visitors and émigrés 🎉. "
@@ -112,7 +117,7 @@ def test_answer_has_exact_offsets_in_unicode(client, tiny_qa_checkpoint):
 def test_answer_in_a_context_longer_than_one_window(client):
     context = " ".join(f"Sentence {i} mentions the río número {i} and its bridges." for i in range(80))
     assert len(context) < LIMITS["max_context_chars"]
-    example = squad_qa.data.make_example("q", "Which river?", context)
+    example = squad_qa.data.squad.make_example("q", "Which river?", context)
     assert len(client.app.state.reader.features_for([example])) >= 3
     body = client.post("/v1/answer", json={"question": "Which river?", "context": context, "top_k": 3}).json()
     assert_exact(body["answers"], context)
@@ -653,7 +658,7 @@ def test_a_failing_packing_probe_still_answers_every_kind_of_request(tiny_qa_che
 def test_a_failing_packed_model_call_answers_every_kind_of_request(tiny_qa_checkpoint, padded_answers, monkeypatch):
     """The packed forward pass starts raising after start-up (what transformers 5.25 did to multi-window
     rows): no 500; each request is answered with padded batches, as a padded service answers it."""
-    import squad_qa.packing as packing
+    import squad_qa.model.packing as packing
 
     with TestClient(create_app(tiny_qa_checkpoint), raise_server_exceptions=False) as c:
         assert c.app.state.reader.packed
@@ -671,7 +676,7 @@ def test_serve_hashes_the_shipped_model_once(monkeypatch):
     model.safetensors (45 MB) is hashed once per start, not once per check."""
     import uvicorn
 
-    import squad_qa.checksums as checksums
+    import squad_qa.files.checksums as checksums
 
     monkeypatch.delenv(model_dir.MODEL_ENV_VAR, raising=False)
     hashed = []
@@ -687,3 +692,19 @@ def test_serve_hashes_the_shipped_model_once(monkeypatch):
     assert serve_main(["--port", "0"]) == 0
     assert started == ["squad-minilm-l6"]
     assert hashed.count("model.safetensors") == 1, hashed
+
+
+def test_serve_flags_are_the_settings_fields():
+    """One definition: every ServiceSettings field is a `squad-qa serve` flag with the field's default."""
+    import dataclasses
+
+    from service.cli import build_arg_parser
+    from service.settings import ServiceSettings, from_args
+
+    assert from_args(build_arg_parser().parse_args([])) == ServiceSettings()
+    got = from_args(build_arg_parser().parse_args(["--no-packing", "--max-batch-size", "7", "--quantize", "int8",
+                                                   "--model", "runs/x", "--request_timeout_s", "2.5"]))
+    assert got == dataclasses.replace(ServiceSettings(), packing=False, max_batch_size=7, quantize="int8",
+                                      model_dir="runs/x", request_timeout_s=2.5)
+    with pytest.raises(SystemExit):
+        build_arg_parser().parse_args(["--dtype", "float64"])

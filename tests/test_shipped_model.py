@@ -14,13 +14,13 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-import squad_qa.inference as inference
-import squad_qa.model_dir as model_dir
+import squad_qa.inference.reader as inference
+import squad_qa.model.model_dir as model_dir
 from service.app import create_app
-from squad_qa.data import make_example
-from squad_qa.inference import QAReader
-from squad_qa.model_dir import DEFAULT_MODEL_DIR, check_qa_checkpoint
-from squad_qa.metrics import exact_match_score, f1_score
+from squad_qa.data.squad import make_example
+from squad_qa.inference.reader import QAReader
+from squad_qa.model.model_dir import DEFAULT_MODEL_DIR, check_qa_checkpoint
+from squad_qa.scoring.metrics import exact_match_score, f1_score
 
 # dev-v1.1 questions from different articles that the shipped model answers exactly (one of the gold
 # answers, after the official normalisation), with the float32 reference and with bf16 autocast.

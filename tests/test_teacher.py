@@ -1,4 +1,4 @@
-"""squad_qa/teacher.py without the network: a tiny random MPNet folder, zipped, byte-split into five parts and
+"""squad_qa/training/teacher.py without the network: a tiny random MPNet folder, zipped, byte-split into five parts and
 wrapped in wheel-like zips with the real member layout, then joined, extracted, verified and fp16-sharded."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from squad_qa.checksums import ChecksumError, file_sha256
-from squad_qa.teacher import (
+from squad_qa.files.checksums import ChecksumError, file_sha256
+from squad_qa.training.teacher import (
     MANIFEST_FILE,
     N_PARTS,
     PINNED_SHA256,
@@ -174,7 +174,7 @@ def test_fp16_shards_round_trip(tiny_mpnet, tmp_path):
 
 
 def test_pip_download_skips_cached_parts_and_reports_failure(wheels, tmp_path, monkeypatch):
-    from squad_qa import teacher
+    from squad_qa.training import teacher
 
     calls = []
 

@@ -1,6 +1,6 @@
 """The training loop end to end, on CPU, with tiny random BERTs and the hand-written tiny SQuAD fixture.
 
-Every run goes through ``squad_qa.train.main`` (in process, except the torchrun test), so flags, validation,
+Every run goes through ``squad_qa.training.train.main`` (in process, except the torchrun test), so flags, validation,
 checkpoints and the files written are what a user gets.
 """
 
@@ -18,9 +18,9 @@ import torch
 from conftest import TINY_SQUAD, eval_rows, load_script, max_diff, metrics_rows, run_args, torchrun_train, train_rows, weights
 from safetensors.torch import load_file
 
-from squad_qa.config import parse_args
-from squad_qa.batching import LengthGroupedBatchSampler
-from squad_qa.train import main
+from squad_qa.training.config import parse_args
+from squad_qa.model.batching import LengthGroupedBatchSampler
+from squad_qa.training.train import main
 
 FIXTURE_V2 = Path(__file__).parent / "fixtures" / "tiny_squad_v2.json"
 CHECKPOINT_0_1 = Path(__file__).parent / "fixtures" / "checkpoint_0_1"
@@ -190,8 +190,8 @@ def test_eval_subset_is_the_first_questions_of_the_eval_set(tiny_qa_checkpoint, 
     again: the same examples, windows and scorer dataset as loading only those questions."""
     from transformers import AutoTokenizer
 
-    from squad_qa.evaluation import load_eval_data
-    from squad_qa.runtime import Runtime
+    from squad_qa.training.evaluation import load_eval_data
+    from squad_qa.training.runtime import Runtime
 
     args = parse_args(run_args(tiny_qa_checkpoint, tmp_path, "--predict_file", str(TINY_SQUAD)))
     tok = AutoTokenizer.from_pretrained(str(tiny_qa_checkpoint))

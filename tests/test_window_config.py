@@ -1,4 +1,4 @@
-"""squad_qa.windows.WindowConfig: the window geometry's defaults, its checks, and reading it back
+"""squad_qa.data.windows.WindowConfig: the window geometry's defaults, its checks, and reading it back
 from a training record."""
 
 import dataclasses
@@ -6,9 +6,9 @@ import inspect
 
 import pytest
 
-from squad_qa.features import convert_examples_to_features, windows_needed
+from squad_qa.data.features import convert_examples_to_features, windows_needed
 
-from squad_qa.windows import WindowConfig
+from squad_qa.data.windows import WindowConfig
 
 
 def test_defaults_are_run_squads():

