@@ -23,11 +23,19 @@ also the kernel's faster path. It plugs into transformers through its documented
 (`AttentionInterface.register`); calls that carry no `cu_seq_lens_q` (ordinary padded batches)
 go to transformers' own SDPA attention, so a model set up for packing still runs padded batches.
 
-Measured (bf16, 2-core AVX512-BF16 machine, those 500 questions 8 at a time, in-process): 1.27x
-faster than padded batches with `length_batches` (median of 3 runs, 1.22x-1.27x); predict.py's
-length-sorted batches of 64, where padding is rare, 1.07x-1.16x. Used by QAReader on
-CPU for BERT models; on a GPU the per-window loop would be one small kernel launch per window and
-layer, and padded batches stay.
+Measured with benchmarks/bench_packing.py (the shipped model, 500 dev-v1.1 questions from all
+articles answered 8 at a time in-process, float32, medians of 3 rounds; AMD EPYC, 2 cores, AVX2
+only, torch 2.13.0): with transformers 5.25.0 packed 19.7 q/s against padded 17.6 (1.12x), and
+transformers' own packed rows (5.25 finds the windows from the restarting position_ids and gives
+SDPA a block-diagonal [T, T] mask) 11.0 q/s (0.63x): attention over the whole row, most of it
+masked. With 5.17.0: packed 21.7 against 16.7 q/s (1.31x). Answers equal padded ones on all 500
+in every case. In bf16 on a 2-core AVX512-BF16 AMD EPYC (Zen 4): 1.27x; predict.py's
+length-sorted batches of 64, where padding is rare, 1.07x-1.16x. Used by QAReader on CPU for BERT
+models once its probe passes (QAReader.probe_packing); on a GPU the per-window loop would be one
+small kernel launch per window and layer, and padded batches stay.
+
+Since 5.25, transformers also builds that block-diagonal mask whenever position_ids restart in a
+row; `packed_mask` (the mask function registered with our attention) builds none for packed rows.
 
 The per-window loop is a torch custom op (`squad_qa::window_attention`), so torch.compile treats
 it as one opaque call whose output shape it knows, instead of tracing the loop and recompiling
