@@ -29,8 +29,7 @@ ship_best() {  # ship_best RUNS_DIR [MIN_F1]: export the run with the best full-
   best=$(python - "$1" "${2:--1}" <<'PY'
 import sys
 from pathlib import Path
-sys.path.insert(0, "scripts")
-import ablate  # its finished runs: the same ones the results table shows
+from squad_qa.training import experiments as ablate  # its finished runs: the same ones the results table shows
 root = Path(sys.argv[1])
 try:
     groups = ablate.collect_runs(root)

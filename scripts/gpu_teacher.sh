@@ -109,9 +109,9 @@ cat "$ROOT/teacher/teacher-mpnet-s1/eval_results.json"
 
 STUDENT_EXTRA="$STUDENT_EXTRA --teacher $ROOT/teacher/teacher-mpnet-s1"
 stage "3a. the teacher's logits on the student's training windows, once (the students read the cache)"
-# the first student's config (CONFIG@SEED read by scripts/ablate.py's parse_entry) and the folder this stage caches
+# the first student's config (CONFIG@SEED read by squad_qa/training/experiments.py's parse_entry) and the folder this stage caches
 # the teacher's logits in, read from the flags the run below gets (squad_qa/training/distill.py's teacher_cache_dir)
-read -r first cache_dir < <(python -c 'import sys; sys.path.insert(0, "scripts"); from ablate import parse_entry
+read -r first cache_dir < <(python -c 'import sys; from squad_qa.training.experiments import parse_entry
 from squad_qa.training.config import parse_args
 from squad_qa.training.distill import teacher_cache_dir
 cfg = str(parse_entry(sys.argv[1])[0]); print(cfg, teacher_cache_dir(parse_args(["--config", cfg, *sys.argv[2:]])) or "")' \

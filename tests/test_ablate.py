@@ -1,6 +1,6 @@
 """Ablation runner and fp16 export, end to end on CPU with a tiny random BERT and the tiny SQuAD fixture.
 
-The runs are real subprocesses of scripts/train_squad.py (what the GPU session will run), kept to a few steps.
+The runs are real subprocesses of `squad-qa train` (what the GPU runs do), kept to a few steps.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 import squad_qa
+from squad_qa.training import experiments as ablate
 from squad_qa.training.config import build_parser, load_config, parse_args, validate_args
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-ablate = load_script("ablate")
 
 
 @pytest.fixture(scope="module")

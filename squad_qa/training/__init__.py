@@ -12,4 +12,5 @@
     evaluation.py   dev logits -> spans -> EM/F1 during training
     checkpoint.py   resumable checkpoints (latest)
     run_log.py      metrics.jsonl
+    experiments.py  configs x seeds as training runs, their results table and plot (scripts/ablate.py)
 """
