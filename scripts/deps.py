@@ -23,19 +23,18 @@ import re
 import subprocess
 import sys
 import tomllib
-from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from squad_qa.files.lockfile import LOCK, canonical, differences, installed, read_lock  # noqa: E402
+
 PYPROJECT = ROOT / "pyproject.toml"
-LOCK = ROOT / "requirements" / "lock.txt"
 TORCH_IN = ROOT / "requirements" / "cpu-torch.in"
 CAPPED = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "numpy")  # the packages with upper bounds
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def requirements(extras: tuple[str, ...] = ("test",)) -> list[str]:
@@ -52,19 +51,6 @@ def uncap(requirement: str) -> str:
     name, extras, spec = _NAME.match(requirement.split(";")[0].strip()).groups()
     kept = [s.strip() for s in spec.split(",") if s.strip() and not s.strip().startswith(("<", "~=", "=="))]
     return f"{name}{extras or ''}{','.join(kept)}"
-
-
-def installed() -> dict[str, str]:
-    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
-
-
-def differences(lock: dict[str, str], have: dict[str, str]) -> list[str]:
-    """``name lock -> here`` for every locked package installed at another version (or missing)."""
-    out = []
-    for name, version in sorted(lock.items()):
-        if have.get(name) != version:
-            out.append(f"{name} {version} -> {have.get(name, 'missing')}")
-    return out
 
 
 def next_minor(version: str) -> str:
@@ -96,12 +82,11 @@ def lock(upgrade: bool) -> int:
            "--output-file", str(LOCK.relative_to(ROOT)), "pyproject.toml", str(TORCH_IN.relative_to(ROOT))]
     if upgrade:
         cmd.append("--upgrade")
-    env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "python scripts/deps.py lock"}  # the lock's header names it
-    try:
-        return subprocess.run(cmd, cwd=ROOT, env=env).returncode
-    except FileNotFoundError:
+    if find_spec("piptools") is None:
         print("deps.py: pip-compile is missing: pip install pip-tools", file=sys.stderr)
         return 2
+    env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "python scripts/deps.py lock"}  # the lock's header names it
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(uncap(r) for r in requirements()))
         return 0
     if args.command == "compare":
-        from squad_qa.inference.doctor import read_lock  # needs the package installed (check_latest.sh's venv)
-
         diff = differences(read_lock(LOCK), installed())
         print("same as the lock" if not diff else "differs from the lock: " + ", ".join(diff))
         return 0

@@ -6,7 +6,7 @@ import re
 
 from conftest import load_script
 
-from squad_qa.inference.doctor import read_lock
+from squad_qa.files.lockfile import read_lock
 
 deps = load_script("deps")
 

@@ -8,6 +8,7 @@ import pytest
 
 import squad_qa.inference.doctor as doctor
 import squad_qa.files.download as download
+import squad_qa.files.lockfile as lockfile
 from squad_qa.files.checksums import file_sha256
 from squad_qa.cli import main as cli
 
@@ -17,7 +18,7 @@ def setting(tmp_path, monkeypatch):
     """A lock that holds exactly what is installed, and a data folder with one known (tiny) file."""
     lock = tmp_path / "lock.txt"
     lock.write_text("".join(f"{name}=={metadata.version(name)} \\\n    --hash=sha256:00\n" for name in doctor.PACKAGES))
-    monkeypatch.setattr(doctor, "LOCK", lock)
+    monkeypatch.setattr(lockfile, "LOCK", lock)
     data = tmp_path / "data"
     data.mkdir()
     (data / "dev-v1.1.json").write_text('{"version": "1.1", "data": []}')

@@ -17,30 +17,12 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import re
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-LOCK = REPO / "requirements" / "lock.txt"  # written by `python scripts/deps.py lock`
+from squad_qa.files.lockfile import canonical, read_lock
+
 PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "fastapi", "uvicorn")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def read_lock(path: Path | None = None) -> dict[str, str]:
-    """{canonical package name: version} of a pip-compile lock file (default: ours); {} when there is none."""
-    path = path or LOCK
-    if not path.is_file():
-        return {}
-    pins = {}
-    for line in path.read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", line)
-        if m:
-            pins[canonical(m.group(1))] = m.group(2)
-    return pins
 
 
 def cpu_report() -> tuple[str, list[str]]:
