@@ -45,9 +45,9 @@ def cpu_report() -> tuple[str, list[str]]:
 
 def checks(model_dir: Path | None, data_dir: Path) -> list[tuple[bool, str, str]]:
     """(ok, what, detail) for every line of the report."""
-    from squad_qa.files.checksums import ChecksumError, file_sha256, verify_checksums
+    from squad_qa.files.checksums import ChecksumError, file_sha256, read_checksums
     from squad_qa.files.download import DEFAULT_FILES, KNOWN_SHA256
-    from squad_qa.model.model_dir import resolve_model_dir
+    from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint, resolve_model_dir
     from squad_qa.model.speed import resolve_dtype
 
     out: list[tuple[bool, str, str]] = [(True, "python", platform.python_version())]
@@ -70,18 +70,19 @@ def checks(model_dir: Path | None, data_dir: Path) -> list[tuple[bool, str, str]
     out.append((True, "dtype auto", str(resolve_dtype("auto", "cpu")).removeprefix("torch.")))
 
     path = resolve_model_dir(model_dir)
-    try:
-        if not verify_checksums(path):
-            raise ChecksumError(f"{path} has no SHA256SUMS")
-        out.append((True, "model", f"{path}: SHA256SUMS ok, model.safetensors {file_sha256(path / 'model.safetensors')}"))
-    except (ChecksumError, OSError) as e:
+    try:  # checked and hashed once; the reader below loads the checked folder without hashing it again
+        folder = check_qa_checkpoint(path, hint=False)
+        digest = read_checksums(folder.path).get("model.safetensors")
+        if digest is None:
+            raise ChecksumError(f"{path} has no SHA256SUMS line for model.safetensors")
+        out.append((True, "model", f"{path}: SHA256SUMS ok, model.safetensors {digest}"))
+    except (CheckpointError, ChecksumError, OSError) as e:
         out.append((False, "model", str(e)))
     else:
         from squad_qa.inference.reader import QAReader
-
         from squad_qa.model.packing import enable_packing, supports_packing
 
-        reader = QAReader.from_pretrained(path, device="cpu", packed=False)  # packed below, to hear the probe
+        reader = QAReader.from_pretrained(folder, device="cpu", packed=False)  # packed below, to hear the probe
         if not supports_packing(reader.model):
             out.append((True, "packing", f"not used for {type(reader.model).__name__}: padded batches"))
         else:
