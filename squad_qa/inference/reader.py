@@ -54,6 +54,16 @@ from squad_qa.model.speed import compile_for_inference, prepare_for_autocast, qu
 logger = logging.getLogger(__name__)
 
 
+def _one_line(e: BaseException) -> str:
+    """``Type: first line of the message``, for one-line errors and warnings."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _check_int8_dtype(quantized: str | None, dtype: torch.dtype) -> None:
+    if quantized and dtype != torch.float32:
+        raise ValueError(f"quantize={quantized!r} runs int8 matrix products: dtype must be float32")
+
+
 @dataclass(frozen=True)
 class Answer:
     text: str
@@ -125,8 +135,7 @@ class QAReader:
         # Compute dtype: the forward pass runs under autocast in bfloat16 / float16 (from_pretrained
         # also stores the encoder's Linear weights in that dtype; see prepare_for_autocast).
         self.dtype = resolve_dtype(dtype, self.device)
-        if self.quantized and self.dtype != torch.float32:
-            raise ValueError(f"quantize={self.quantized!r} runs int8 matrix products: dtype must be float32")
+        _check_int8_dtype(self.quantized, self.dtype)
         # Packed (padding-free) batches: by default on CPU, for the models packing supports, once
         # a probe has shown that this torch / transformers gives packed rows the padded logits.
         self.packed = setup_packing(model, self.device, packed)
@@ -209,8 +218,7 @@ class QAReader:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
         except Exception as e:  # a damaged tokenizer.json: tokenizers raises its own Exception type
-            raise CheckpointError(f"{path}: the tokenizer does not load ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            raise CheckpointError(f"{path}: the tokenizer does not load ({_one_line(e)})") from None
         if not getattr(tokenizer, "is_fast", False):
             raise CheckpointError(f"{path}: a fast tokenizer (tokenizer.json) is required for character offsets.")
         if device is None:
@@ -231,8 +239,7 @@ class QAReader:
             dtype = "float32"
         reader = cls(model, tokenizer, dtype=dtype or "float32", **reader_kwargs)
         if quantize is not None:
-            if reader.dtype != torch.float32:
-                raise ValueError(f"quantize={quantize!r} runs int8 matrix products: dtype must be float32")
+            _check_int8_dtype(quantize, reader.dtype)
             reader.model = reader.forward_model = quantize_model(reader.model, quantize, device)
             reader.quantized = quantize
         if reader.dtype != torch.float32:  # our own fresh copy of the weights: cast once, not per call
@@ -328,7 +335,7 @@ class QAReader:
             try:
                 return self._logits(features, packed=True, show_progress=show_progress)
             except Exception as e:
-                self._stop_packing(f"a packed call raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                self._stop_packing(f"a packed call raised {_one_line(e)}")
         return self._logits(features, packed=False, show_progress=show_progress)
 
     @torch.inference_mode()
@@ -342,6 +349,7 @@ class QAReader:
     # is sharp and a row whose windows attend to each other moves the logits by whole units.
     PROBE_ITEMS = (("Who won?", "The Broncos won in 2016."),
                    ("When did the café open?", "Café Odeon opened in Zürich in 1911, beside the lake."))
+    PROBE_TOLERANCE = 0.05  # of the largest logit; see probe_packing
 
     def probe_packing(self) -> str | None:
         """Run two windows of different lengths packed and padded (a few ms) and compare their
@@ -357,7 +365,7 @@ class QAReader:
             padded = self._logits(features, packed=False)
             packed = self._logits(features, packed=True)
         except Exception as e:
-            return f"a packed call raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            return f"a packed call raised {_one_line(e)}"
         diff = max(float(np.abs(a[real] - b[real]).max()) for a, b in zip(padded, packed))
         scale = max(1.0, *(float(np.abs(a[real]).max()) for a in padded))
         logger.debug("packing probe: max |packed - padded| %.2g (logits up to %.1f), %.1f ms",
@@ -365,8 +373,6 @@ class QAReader:
         if not np.isfinite(diff) or diff > self.PROBE_TOLERANCE * scale:
             return f"packed logits differ from padded ones by {diff:.3g} (logits up to {scale:.3g})"
         return None
-
-    PROBE_TOLERANCE = 0.05  # of the largest logit; see probe_packing
 
     def _stop_packing(self, problem: str) -> None:
         logger.warning("packed batches are off, serving padded ones: %s (torch %s, transformers %s)",
