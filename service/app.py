@@ -43,7 +43,7 @@ def create_app(model_dir: str | Path | ModelFolder | None = None, *, reader: QAR
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = reader
         if loaded is None:
-            path = model_dir if isinstance(model_dir, ModelFolder) else resolve_model_dir(cfg.model_dir)
+            path = resolve_model_dir(model_dir)  # a ModelFolder comes back as it is, checked already
             try:
                 # Loading takes seconds; off the event loop like every other model call.
                 loaded = await asyncio.to_thread(

@@ -60,8 +60,9 @@ def resolve_model_dir(model_dir: str | Path | ModelFolder | None = None) -> Path
 class CheckpointError(ValueError):
     """The folder is not a fine-tuned question-answering checkpoint we are willing to serve.
 
-    The first line says what is wrong. ``hint=True`` (the folder is missing or not a QA model, rather
-    than damaged) adds ``train_hint()`` below it: the models already trained here, and how to train one."""
+    The message is one line: what is wrong. ``hint=True`` (the folder is missing or not a QA model,
+    rather than damaged): where it is printed, ``with_hint()`` adds ``train_hint()`` below it, the
+    models already trained here and how to train one."""
 
     def __init__(self, message: str, hint: bool = False) -> None:
         super().__init__(message)
@@ -81,15 +82,8 @@ class ModelFolder:
 
     path: Path
 
-    def __fspath__(self) -> str:
-        return str(self.path)
-
     def __str__(self) -> str:
         return str(self.path)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
 
 def find_trained_models(roots: Sequence[Path] | None = None, limit: int = 8) -> list[Path]:
