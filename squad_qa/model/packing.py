@@ -109,7 +109,7 @@ def packed_mask(*args, attention_mask=None, **kwargs):
     A packed row has no padding, and `packed_attention` keeps its windows apart itself. Since 5.25,
     transformers also spots packed rows from ``position_ids`` that restart and builds a block-
     diagonal ``[T, T]`` mask for them: never used here, and for predict.py's rows of 64 windows
-    (T ~ 12k) about 140 MB to build per layer call. Padded batches keep their padding mask."""
+    (T ~ 12k) T² booleans, about 140 MB, per forward pass. Padded batches keep their padding mask."""
     if attention_mask is None:
         return None
     return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)

@@ -46,14 +46,16 @@ def has_native_bf16(device: str | torch.device) -> bool:
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
     # torch's CPU feature probes are private functions: without them, float32 (one warning line).
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+              if (probe := getattr(torch.cpu, name, None)) is not None]
     try:
-        if all(probe is None for probe in probes):
-            raise RuntimeError("torch.cpu has neither _is_avx512_bf16_supported nor _is_amx_tile_supported")
-        return any(bool(probe()) for probe in probes if probe is not None)
+        if probes:
+            return any(bool(probe()) for probe in probes)
+        problem = "torch.cpu has neither _is_avx512_bf16_supported nor _is_amx_tile_supported"
     except RuntimeError as e:
-        logger.warning("cannot tell whether this CPU has native bfloat16 (%s): dtype auto computes in float32", e)
-        return False
+        problem = str(e)
+    logger.warning("cannot tell whether this CPU has native bfloat16 (%s): dtype auto computes in float32", problem)
+    return False
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
