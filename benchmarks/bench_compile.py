@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_service import DEFAULT_DEV, ask_service, load_questions, start_service, stop_service  # noqa: E402
 
 from service.settings import ServiceSettings  # noqa: E402
-from squad_qa.model.speed import DTYPE_CHOICES  # noqa: E402
+from squad_qa.model.compute import DTYPE_CHOICES  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -58,7 +58,7 @@ import httpx  # start-up polling only
 
 from service.settings import ServiceSettings  # the service's defaults
 from squad_qa.data.windows import WindowConfig, context_room
-from squad_qa.model.speed import DTYPE_CHOICES
+from squad_qa.model.compute import DTYPE_CHOICES
 from squad_qa.scoring.metrics import normalize_answer as normalize  # the official SQuAD normalisation
 from squad_qa.files.run_record import read_run_record, write_run_record
 

@@ -12,7 +12,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
-from squad_qa.model.speed import DTYPE_CHOICES, QUANTIZE_CHOICES
+from squad_qa.model.compute import DTYPE_CHOICES, QUANTIZE_CHOICES
 
 
 def setting(default, help: str, **meta):

@@ -19,7 +19,7 @@ from squad_qa.files.checksums import write_checksums
 from squad_qa.inference.reader import QAItem, QAReader
 from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint
 from squad_qa.inference.predict import main
-from squad_qa.model.speed import Float32Linear
+from squad_qa.model.compute import Float32Linear
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -350,7 +350,7 @@ def test_length_batches_fill_up_on_similar_lengths_and_cut_on_padding():
 
 def test_dtype_choice_and_bfloat16_reader(tiny_qa_checkpoint):
     from squad_qa.data.squad import make_example
-    from squad_qa.model.speed import has_native_bf16, resolve_dtype
+    from squad_qa.model.compute import has_native_bf16, resolve_dtype
 
     assert resolve_dtype(None, "cpu") is torch.float32 and resolve_dtype("float32", "cpu") is torch.float32
     assert resolve_dtype("auto", "cpu") is (torch.bfloat16 if has_native_bf16("cpu") else torch.float32)

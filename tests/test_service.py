@@ -18,7 +18,7 @@ import squad_qa
 import squad_qa.data.squad
 import squad_qa.inference.reader as inference
 import squad_qa.model.model_dir as model_dir
-import squad_qa.model.speed as speed
+import squad_qa.model.compute as compute
 from server import running_server
 
 from service.app import create_app
@@ -71,7 +71,7 @@ def test_health_and_model(client, tiny_qa_checkpoint):
     assert info["max_context_chars"] == 5000 and info["max_batch_items"] == 4
     assert info["max_request_windows"] == 512 and (info["queued_requests"], info["queued_windows"]) == (0, 0)
     # the service's default compute dtype: bfloat16 where this CPU has it natively, else float32
-    assert info["dtype"] == ("bfloat16" if speed.has_native_bf16("cpu") else "float32")
+    assert info["dtype"] == ("bfloat16" if compute.has_native_bf16("cpu") else "float32")
     assert info["quantized"] is None
 
 

@@ -48,7 +48,7 @@ def checks(model_dir: Path | None, data_dir: Path) -> list[tuple[bool, str, str]
     from squad_qa.files.checksums import ChecksumError, file_sha256, read_checksums
     from squad_qa.files.download import DEFAULT_FILES, KNOWN_SHA256
     from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint, resolve_model_dir
-    from squad_qa.model.speed import resolve_dtype
+    from squad_qa.model.compute import resolve_dtype
 
     out: list[tuple[bool, str, str]] = [(True, "python", platform.python_version())]
     lock = read_lock()

@@ -28,7 +28,7 @@ from squad_qa.inference.reader import QAReader
 from squad_qa.model.logits_file import save_window_logits
 from squad_qa.model.model_dir import CheckpointError
 from squad_qa.spans.postprocess import postprocess_predictions, write_predictions
-from squad_qa.model.speed import DTYPE_CHOICES, QUANTIZE_CHOICES
+from squad_qa.model.compute import DTYPE_CHOICES, QUANTIZE_CHOICES
 
 logger = logging.getLogger(__name__)
 

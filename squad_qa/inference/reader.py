@@ -17,10 +17,9 @@ its forward takes (batching.model_input_names: no token_type_ids for MPNet). Pac
 other model types run padded batches by default, and ``packed=True`` refuses them with a one-line
 ValueError naming the model type.
 
-Speed comes from batching, packing and precision: the windows of every request in a call run
-together in batches of at most `max_batch_size`, under torch.inference_mode (squad_qa/model/batching.py:
-packed on CPU for BERT models, else sorted by length with little padding). `dtype`, `quantize`,
-`compile` and `packed` are the switches of squad_qa/model/speed.py.
+Speed: the windows of every request in a call run together in batches of at most `max_batch_size`
+(squad_qa/model/batching.py: packed on CPU for BERT models, else sorted by length with little padding);
+`dtype`, `quantize`, `compile` and `packed` are the switches of squad_qa/model/compute.py.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +43,11 @@ from squad_qa.data.feature_store import SquadFeatures
 from squad_qa.data.features import convert_examples_to_features, special_layout, windows_needed
 from squad_qa.data.windows import WindowConfig
 from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
-from squad_qa.model.packing import disable_packing
+from squad_qa.model.packing import compare_packed, disable_packing
 from squad_qa.spans.postprocess import postprocess_predictions
 from squad_qa.files.run_record import read_run_record, run_args
-from squad_qa.model.speed import compile_for_inference, prepare_for_autocast, quantize_model, resolve_dtype, setup_packing
+from squad_qa.inference.items import Answer, PreparedItems, QAItem
+from squad_qa.model.compute import compile_for_inference, prepare_for_autocast, quantize_model, resolve_dtype, setup_packing
 
 
 logger = logging.getLogger(__name__)
@@ -62,38 +61,6 @@ def _one_line(e: BaseException) -> str:
 def _check_int8_dtype(quantized: str | None, dtype: torch.dtype) -> None:
     if quantized and dtype != torch.float32:
         raise ValueError(f"quantize={quantized!r} runs int8 matrix products: dtype must be float32")
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    score: float  # probability of this span in the n-best list (run_squad's softmax over n-best)
-    start: int  # character offsets into the context: context[start:end] == text
-    end: int
-
-
-@dataclass
-class PreparedItems:
-    """Items checked and cut into windows (``QAReader.prepare``), with room for their logits."""
-
-    items: list
-    examples: list
-    features: Any  # SquadFeatures
-    start: np.ndarray  # [windows, max_seq_length] start logits, filled by QAReader.run_windows
-    end: np.ndarray
-
-    @property
-    def windows(self) -> int:
-        return len(self.features)
-
-
-@dataclass(frozen=True)
-class QAItem:
-    question: str
-    context: str
-    top_k: int = 1
-    max_answer_length: int = 30
-    handle_impossible: bool = False
 
 
 class QAReader:
@@ -353,26 +320,12 @@ class QAReader:
 
     def probe_packing(self) -> str | None:
         """Run two windows of different lengths packed and padded (a few ms) and compare their
-        logits. Packing leans on transformers' attention registry and on how its masks are built,
-        which change between releases; this catches a release that breaks it before a request
-        does. Returns what went wrong, or None. The tolerance is far above float32 / bfloat16 /
-        int8 rounding (which move these logits by < 0.1) and far below what windows attending to
-        each other do (whole units)."""
-        t0 = time.perf_counter()
+        logits (``packing.compare_packed``). Packing leans on transformers' attention registry and
+        on how its masks are built, which change between releases; this catches a release that
+        breaks it before a request does. Returns what went wrong, or None."""
         features = self.prepare([QAItem(q, c) for q, c in self.PROBE_ITEMS]).features
-        real = np.arange(features.max_seq_length)[None, :] < features.seq_len[:, None]
-        try:
-            padded = self._logits(features, packed=False)
-            packed = self._logits(features, packed=True)
-        except Exception as e:
-            return f"a packed call raised {_one_line(e)}"
-        diff = max(float(np.abs(a[real] - b[real]).max()) for a, b in zip(padded, packed))
-        scale = max(1.0, *(float(np.abs(a[real]).max()) for a in padded))
-        logger.debug("packing probe: max |packed - padded| %.2g (logits up to %.1f), %.1f ms",
-                     diff, scale, 1e3 * (time.perf_counter() - t0))
-        if not np.isfinite(diff) or diff > self.PROBE_TOLERANCE * scale:
-            return f"packed logits differ from padded ones by {diff:.3g} (logits up to {scale:.3g})"
-        return None
+        return compare_packed(lambda packed: self._logits(features, packed=packed), features.seq_len,
+                              self.PROBE_TOLERANCE)
 
     def _stop_packing(self, problem: str) -> None:
         logger.warning("packed batches are off, serving padded ones: %s (torch %s, transformers %s)",

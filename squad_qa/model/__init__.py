@@ -3,7 +3,7 @@
     model_dir.py    which model folder, is it a fine-tuned QA checkpoint and intact (ModelFolder), loading
     batching.py     length-grouped training batches, collate, predict_logits (padded or packed)
     packing.py      padding-free packed rows, attention window by window
-    speed.py        compute dtype, int8, torch.compile, packing switches
+    compute.py      compute dtype, int8, torch.compile, packing switches
     ensemble.py     several models' raw logits averaged per window
     logits_file.py  saved logits of every window (--save_logits, a --teacher file)
 """

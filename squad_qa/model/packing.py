@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import numpy as np
 import torch
@@ -161,6 +162,27 @@ def check_packing_enabled(model: torch.nn.Module) -> None:
     if used != ATTENTION:
         raise ValueError(f"packed batches need the model's attention set by enable_packing(); it uses {used!r}, "
                          "which would let the windows of a row attend to each other")
+
+
+def compare_packed(run, seq_len: np.ndarray, tolerance: float) -> str | None:
+    """What is wrong with packed logits, or None: ``run(packed)`` gives (start, end) logits of the
+    same windows (lengths ``seq_len``) packed or padded. A raise or a difference beyond
+    ``tolerance`` x the largest logit is a problem. The reader's tolerance (5 %) is far above
+    float32 / bfloat16 / int8 rounding (which move its probe's logits by < 0.1) and far below what
+    windows attending to each other do (whole units)."""
+    t0 = time.perf_counter()
+    try:
+        padded, packed = run(False), run(True)
+    except Exception as e:
+        return f"a packed call raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    real = np.arange(padded[0].shape[1])[None, :] < np.asarray(seq_len)[:, None]
+    diff = max(float(np.abs(a[real] - b[real]).max()) for a, b in zip(padded, packed))
+    scale = max(1.0, *(float(np.abs(a[real]).max()) for a in padded))
+    logger.debug("packing probe: max |packed - padded| %.2g (logits up to %.1f), %.1f ms",
+                 diff, scale, 1e3 * (time.perf_counter() - t0))
+    if not np.isfinite(diff) or diff > tolerance * scale:
+        return f"packed logits differ from padded ones by {diff:.3g} (logits up to {scale:.3g})"
+    return None
 
 
 def pack(features, rows: np.ndarray) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:

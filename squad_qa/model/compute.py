@@ -1,4 +1,4 @@
-"""Inference speed switches: precision, int8, torch.compile and packed batches.
+"""How the model computes: precision, int8, torch.compile and packed batches.
 
     resolve_dtype(dtype, device)        the compute dtype: "auto" is bfloat16 where the hardware has it
     prepare_for_autocast(model, dtype)  Linear weights stored in that dtype once, the QA head in float32
