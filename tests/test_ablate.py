@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 import squad_qa
 from squad_qa.training import experiments as ablate
-from squad_qa.training.config import build_parser, load_config, parse_args, validate_args
+from squad_qa.training.checks import validate_args
+from squad_qa.training.config import build_parser, load_config, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 

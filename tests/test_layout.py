@@ -77,6 +77,18 @@ def test_no_import_cycles_between_modules():
         visit(m, [])
 
 
+def test_the_training_flags_depend_on_no_other_training_module():
+    """config.py owns the flags' names, choices and defaults: every training module may read it, so it reads
+    none of them (the checks that need them live in checks.py and the modules each flag serves)."""
+    assert not {t for t in imports(MODULES["squad_qa.training.config"]) if t.startswith("squad_qa.training")}
+    assert not imports(MODULES["squad_qa.training.config"]) - {"squad_qa.data.windows"}
+
+
+def test_no_module_is_over_450_lines():
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, long
+
+
 def test_the_names_the_readme_shows_import_from_the_root():
     import squad_qa
 

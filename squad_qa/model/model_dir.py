@@ -103,7 +103,7 @@ def find_trained_models(roots: Sequence[Path] | None = None, limit: int = 8) -> 
 
 def train_hint() -> str:
     """How to get a model, for this machine: the models already trained here, then a command that fits."""
-    from squad_qa.model.speed import has_native_bf16  # which recipe fits this CPU: only for this message
+    from squad_qa.model.compute import has_native_bf16  # which recipe fits this CPU: only for this message
 
     lines = []
     trained = find_trained_models()
@@ -125,6 +125,29 @@ def train_hint() -> str:
                   "  python scripts/train_squad.py --config experiments/smoke.yaml"]
     lines.append(f"The shipped model lives in {DEFAULT_MODEL_DIR} (restore it with `git checkout -- models/`).")
     return "\n".join(lines)
+
+
+def read_config_json(folder: Path) -> tuple[dict, str | None]:
+    """``folder/config.json`` as a dict and what is wrong with it: ({}, None) when there is none (loading the
+    model says so), ({}, problem) when it is not a readable JSON object."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return {}, None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {}, f"config.json cannot be read ({type(e).__name__}: {e})"
+    if not isinstance(config, dict):
+        return {}, "config.json is not a JSON object"
+    return config, None
+
+
+def positions_problem(max_seq_length: int, config: dict, whose: str) -> str | None:
+    """Windows longer than the model's position table: what to say, or None."""
+    max_pos = config.get("max_position_embeddings")
+    if max_pos is not None and max_seq_length > max_pos:
+        return f"--max_seq_length {max_seq_length} exceeds the {whose}'s max_position_embeddings {max_pos}"
+    return None
 
 
 def weight_files(path: Path) -> list[Path]:

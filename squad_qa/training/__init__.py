@@ -1,7 +1,9 @@
 """Fine-tuning: the run_squad loop and its tricks, over every stage below.
 
-    train.py        the Trainer and run/main (`squad-qa train`, scripts/train_squad.py)
-    config.py       run_squad's flags, --config FILE, every bad flag reported at once
+    config.py       run_squad's flags, their choices and defaults, --config FILE
+    checks.py       every bad flag reported at once, each checked by the module it serves
+    train.py        run/main: flags, model and data, the loop, what a run leaves (`squad-qa train`)
+    trainer.py      the loop: steps, check points, save and resume
     runtime.py      device, torchrun ranks, seeds, autocast, logging
     losses.py       span loss, label smoothing, R-Drop, knowledge distillation
     adversarial.py  FGM / PGD on the word embeddings

@@ -285,3 +285,20 @@ def build_adversary(model: nn.Module, args) -> FGM | PGD | None:
         given.update(alpha=args.adv_alpha, steps=args.adv_steps)
     kwargs = {k: v for k, v in given.items() if v is not None}
     return FGM(model, **kwargs) if args.adv == "fgm" else PGD(model, **kwargs)
+
+
+def flag_problems(args) -> list[str]:
+    """What is wrong with the --adv* flags; [] when nothing."""
+    errors = []
+    if args.adv is None:
+        errors += [f"--{flag} needs --adv fgm|pgd" for flag in ("adv_epsilon", "adv_alpha", "adv_steps", "adv_param")
+                   if getattr(args, flag) is not None]
+    if args.adv != "pgd":
+        errors += [f"--{flag} only applies to --adv pgd" for flag in ("adv_steps", "adv_alpha")
+                   if getattr(args, flag) is not None]
+    if args.adv_steps is not None and args.adv_steps < 1:
+        errors.append("--adv_steps must be >= 1")
+    for flag in ("adv_epsilon", "adv_alpha"):
+        if getattr(args, flag) is not None and not getattr(args, flag) > 0:
+            errors.append(f"--{flag} must be > 0")
+    return errors

@@ -198,3 +198,26 @@ class WeightAveraging:
                 return averaged_module(self.averaged), "swa"
             logger.warning("SWA never started (stopped before step %s): using the raw weights", self.swa_start_step)
         return model, "raw"
+
+
+def flag_problems(args) -> list[str]:
+    """What is wrong with the EMA / SWA flags; [] when nothing."""
+    errors = []
+    if args.ema_decay is not None and args.swa_start is not None:
+        errors.append("--ema_decay and --swa_start cannot be combined: both replace the evaluated weights with an "
+                      "average")
+    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
+        errors.append("--ema_decay must be in (0, 1), e.g. 0.999")
+    if args.swa_start is None:
+        errors += [f"--{flag} needs --swa_start" for flag in ("swa_lr", "swa_anneal_steps", "swa_freq")
+                   if getattr(args, flag) is not None]
+        return errors
+    if not args.swa_start > 0:
+        errors.append("--swa_start must be a fraction in (0, 1) or an epoch count >= 1")
+    if args.swa_lr is not None and not args.swa_lr > 0:
+        errors.append("--swa_lr must be > 0")
+    if args.swa_anneal_steps is not None and args.swa_anneal_steps < 0:
+        errors.append("--swa_anneal_steps must be >= 0")
+    if args.swa_freq is not None and args.swa_freq < 1:
+        errors.append("--swa_freq must be >= 1")
+    return errors

@@ -264,3 +264,25 @@ def remove_previous_run(output_dir: Path) -> None:
         if p.is_dir():
             logger.warning("--overwrite_output_dir: removing %s of a previous run", p)
             shutil.rmtree(p)
+
+
+def flag_problems(args) -> list[str]:
+    """What is wrong with --output_dir and --resume_from_checkpoint for a training run: never silently mix two
+    runs in one folder. [] when nothing."""
+    if args.output_dir is None or not args.do_train:
+        return []
+    errors = []
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        errors.append(f"--output_dir {out} exists and is not a folder")
+    elif (out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir
+          and args.resume_from_checkpoint is None):
+        errors.append(f"--output_dir {out} exists and is not empty: pass --overwrite_output_dir, "
+                      "or --resume_from_checkpoint to continue a run")
+    if args.resume_from_checkpoint not in (None, "latest"):
+        ckpt = Path(args.resume_from_checkpoint)
+        if not (ckpt / "trainer_state.json").is_file():
+            errors.append(f"--resume_from_checkpoint {ckpt}: not a checkpoint folder (no trainer_state.json)")
+    elif args.resume_from_checkpoint == "latest" and find_latest_checkpoint(out) is None:
+        errors.append(f"--resume_from_checkpoint latest: no complete {CHECKPOINT_PREFIX}* folder in {out}")
+    return errors

@@ -1,7 +1,8 @@
-"""Training flags: run_squad's names, ``--config FILE`` (JSON or YAML) as defaults, and validation.
+"""Training flags: run_squad's names, and ``--config FILE`` (JSON or YAML) as defaults.
 
-Every inconsistent flag, missing file or refused combination is reported at once, before anything heavy is
-loaded (``validate_args`` collects all the problems into one ``UsageError``).
+This module owns the flags and their choices and defaults; it imports nothing of training, so every training
+module may read its constants. Whether a set of flags can work is checked by the module each flag serves, and
+``checks.validate_args`` gathers those checks into one ``UsageError`` before anything heavy is loaded.
 """
 
 from __future__ import annotations
@@ -11,12 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squad_qa.training.checkpoint import CHECKPOINT_PREFIX, find_latest_checkpoint
-from squad_qa.training.distill import TEACHER_MODES
-from squad_qa.model.logits_file import LogitsFileError, geometry_differences, read_logits_metadata
-from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint
-from squad_qa.training.optim import SCHEDULER_CHOICES
-from squad_qa.training.runtime import use_cuda
 from squad_qa.data.windows import WindowConfig
 
 try:  # optional: YAML experiment files (JSON needs nothing); the GPU machine's image may lack it
@@ -38,6 +33,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return action.help or ""
         return super()._get_help_string(action)
 
+
+SCHEDULER_CHOICES = ("linear", "cosine", "constant")  # --lr_scheduler; optim.py names transformers' schedules
+TEACHER_MODES = ("cached", "live")  # --teacher_mode; distill.py runs them
+KD_ALPHA_DEFAULT = 0.5  # --kd_alpha and --kd_temperature with --teacher (None without one, so it can be refused)
+KD_TEMPERATURE_DEFAULT = 2.0
 
 EXTENDS = "extends"  # a config key: the file (relative to this one) whose keys this one starts from
 
@@ -225,208 +225,3 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if pre.config:
         parser.set_defaults(**load_config(pre.config, parser))
     return parser.parse_args(argv)
-
-
-KD_ALPHA_DEFAULT = 0.5
-KD_TEMPERATURE_DEFAULT = 2.0
-
-
-def _model_config(folder: Path, flag: str, errors: list[str]) -> dict[str, Any]:
-    """``folder/config.json`` as a dict; {} when there is none (loading the model says so), an error when it is
-    not a JSON object."""
-    path = folder / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        errors.append(f"{flag} {folder}: config.json cannot be read ({type(e).__name__}: {e})")
-        return {}
-    if not isinstance(config, dict):
-        errors.append(f"{flag} {folder}: config.json is not a JSON object")
-        return {}
-    return config
-
-
-def _check_positions(args: argparse.Namespace, config: dict[str, Any], whose: str, errors: list[str]) -> None:
-    max_pos = config.get("max_position_embeddings")
-    if max_pos is not None and args.max_seq_length > max_pos:
-        errors.append(f"--max_seq_length {args.max_seq_length} exceeds the {whose}'s max_position_embeddings "
-                      f"{max_pos}")
-
-
-def _validate_teacher(args: argparse.Namespace, errors: list[str]) -> None:
-    """--teacher and its --kd_* flags; fills in the KD defaults when a teacher is given."""
-    if args.teacher is None:
-        for flag in ("kd_alpha", "kd_temperature", "teacher_cache_dir", "teacher_mode"):
-            if getattr(args, flag) is not None:
-                errors.append(f"--{flag} needs --teacher")
-        return
-    if args.kd_alpha is None:
-        args.kd_alpha = KD_ALPHA_DEFAULT
-    if args.kd_temperature is None:
-        args.kd_temperature = KD_TEMPERATURE_DEFAULT
-    if args.teacher_mode is None:
-        args.teacher_mode = "cached"
-    if not 0.0 <= args.kd_alpha <= 1.0:
-        errors.append(f"--kd_alpha must be in [0, 1], got {args.kd_alpha}")
-    if not args.kd_temperature > 0:
-        errors.append(f"--kd_temperature must be > 0, got {args.kd_temperature}")
-    if not args.do_train:
-        errors.append("--teacher needs --do_train")
-    teacher = Path(args.teacher)
-    if teacher.is_dir():
-        try:
-            check_qa_checkpoint(teacher, hint=False)
-        except CheckpointError as e:
-            errors.append(f"--teacher {teacher}: not a fine-tuned QA model folder: {e}")
-            return
-        _check_positions(args, _model_config(teacher, "--teacher", errors), "teacher", errors)
-        if args.teacher_mode == "live" and args.teacher_cache_dir is not None:
-            errors.append("--teacher_cache_dir applies to --teacher_mode cached, not live (nothing is cached)")
-        if args.teacher_cache_dir is not None and Path(args.teacher_cache_dir).exists() \
-                and not Path(args.teacher_cache_dir).is_dir():
-            errors.append(f"--teacher_cache_dir {args.teacher_cache_dir} exists and is not a folder")
-    elif teacher.is_file():
-        try:
-            meta = read_logits_metadata(teacher)
-        except LogitsFileError as e:
-            errors.append(f"--teacher {teacher}: neither a QA model folder nor a logits file: {e}")
-            return
-        differ = geometry_differences(meta, WindowConfig.from_args(args).to_dict())
-        if differ:
-            errors.append(f"--teacher {teacher}: its logits are of other windows: " + ", ".join(differ))
-        if args.teacher_cache_dir is not None:
-            errors.append("--teacher_cache_dir applies to a teacher model folder, not to a logits file")
-        if args.teacher_mode == "live":
-            errors.append("--teacher_mode live needs a teacher model folder, not a logits file")
-    else:
-        errors.append(f"--teacher {teacher}: no such file or folder (a QA model folder or a teacher-logits "
-                      ".safetensors file)")
-
-
-def validate_args(args: argparse.Namespace) -> None:
-    """Refuse what cannot work, with a message naming the flag, before loading anything heavy."""
-    errors: list[str] = []
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            errors.append(msg)
-
-    need(args.do_train or args.do_eval, "nothing to do: pass --do_train and/or --do_eval")
-    need(args.output_dir is not None, "--output_dir is required")
-    if args.do_train:
-        need(args.train_file is not None, "--do_train needs --train_file")
-    if args.do_eval or args.eval_steps:
-        need(args.predict_file is not None, "--do_eval/--eval_steps need --predict_file")
-    for flag in ("train_file", "predict_file", "config"):
-        path = getattr(args, flag)
-        if path is not None and not Path(path).is_file():
-            errors.append(f"--{flag}: file not found: {path}")
-    if args.model_name_or_path is not None and not Path(args.model_name_or_path).is_dir():
-        errors.append(f"--model_name_or_path: no such model folder: {args.model_name_or_path} "
-                      "(hub downloads are not used; pass a local folder)")
-
-    # numbers
-    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
-        need(getattr(args, flag) >= 1, f"--{flag} must be >= 1")
-    for flag in ("max_train_samples", "max_eval_samples"):
-        v = getattr(args, flag)
-        need(v is None or v >= 1, f"--{flag} must be >= 1")
-    if all(getattr(args, f) >= 1 for f in ("max_seq_length", "doc_stride", "max_query_length")):
-        problems = WindowConfig.from_args(args).problems()
-        if problems:
-            errors.append("--max_seq_length/--doc_stride/--max_query_length: " + "; ".join(problems))
-    need(args.learning_rate > 0, "--learning_rate must be > 0")
-    need(args.num_train_epochs > 0 or args.max_steps > 0, "--num_train_epochs must be > 0 (or set --max_steps)")
-    need(args.logging_steps >= 1, "--logging_steps must be >= 1")
-    need(args.save_steps >= 0 and args.save_total_limit >= 0 and args.eval_steps >= 0 and args.eval_subset >= 0,
-         "--save_steps/--save_total_limit/--eval_steps/--eval_subset must be >= 0")
-    need(not (args.warmup_steps and args.warmup_ratio),
-         "--warmup_steps and --warmup_ratio are alternatives: give one of them")
-    need(0 <= args.warmup_ratio < 1, "--warmup_ratio must be in [0, 1)")
-
-    # precision
-    need(not (args.fp16 and args.bf16), "--fp16 and --bf16 cannot be combined: choose one")
-    if args.fp16 and not use_cuda(args):
-        errors.append("--fp16 needs a CUDA GPU (float16 autocast on CPU is not supported); use --bf16 on CPU")
-
-    # tricks
-    need(0 <= args.label_smoothing < 1, "--label_smoothing must be in [0, 1)")
-    need(args.rdrop_alpha >= 0, "--rdrop_alpha must be >= 0")
-    need(args.reinit_layers >= 0, "--reinit_layers must be >= 0")
-    if args.adv is None:
-        for flag in ("adv_epsilon", "adv_alpha", "adv_steps", "adv_param"):
-            need(getattr(args, flag) is None, f"--{flag} needs --adv fgm|pgd")
-    if args.adv != "pgd":
-        need(args.adv_steps is None, "--adv_steps only applies to --adv pgd")
-        need(args.adv_alpha is None, "--adv_alpha only applies to --adv pgd")
-    if args.adv_steps is not None:
-        need(args.adv_steps >= 1, "--adv_steps must be >= 1")
-    if args.adv_epsilon is not None:
-        need(args.adv_epsilon > 0, "--adv_epsilon must be > 0")
-    if args.adv_alpha is not None:
-        need(args.adv_alpha > 0, "--adv_alpha must be > 0")
-    need(not (args.ema_decay is not None and args.swa_start is not None),
-         "--ema_decay and --swa_start cannot be combined: both replace the evaluated weights with an average")
-    if args.ema_decay is not None:
-        need(0 < args.ema_decay < 1, "--ema_decay must be in (0, 1), e.g. 0.999")
-    if args.swa_start is None:
-        for flag in ("swa_lr", "swa_anneal_steps", "swa_freq"):
-            need(getattr(args, flag) is None, f"--{flag} needs --swa_start")
-    else:
-        need(args.swa_start > 0, "--swa_start must be a fraction in (0, 1) or an epoch count >= 1")
-        need(args.swa_lr is None or args.swa_lr > 0, "--swa_lr must be > 0")
-        need(args.swa_anneal_steps is None or args.swa_anneal_steps >= 0, "--swa_anneal_steps must be >= 0")
-        need(args.swa_freq is None or args.swa_freq >= 1, "--swa_freq must be >= 1")
-    if args.llrd_decay is None:
-        need(args.head_lr is None, "--head_lr needs --llrd_decay")
-        need(args.llrd_groups is None, "--llrd_groups needs --llrd_decay")
-    else:
-        need(0 < args.llrd_decay <= 1, "--llrd_decay must be in (0, 1]")
-        need(args.llrd_groups is None or args.llrd_groups >= 1, "--llrd_groups must be >= 1")
-
-    # distillation
-    _validate_teacher(args, errors)
-
-    # training-only flags without --do_train
-    if not args.do_train:
-        for flag in ("resume_from_checkpoint", "stop_after_steps"):
-            need(getattr(args, flag) is None, f"--{flag} needs --do_train")
-        need(not args.eval_steps, "--eval_steps needs --do_train")
-    need(not args.eval_subset or args.eval_steps, "--eval_subset needs --eval_steps")
-
-    # the output dir: never silently mix two runs
-    if args.output_dir is not None and args.do_train:
-        out = Path(args.output_dir)
-        if out.exists() and not out.is_dir():
-            errors.append(f"--output_dir {out} exists and is not a folder")
-        elif (out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir
-              and args.resume_from_checkpoint is None):
-            errors.append(f"--output_dir {out} exists and is not empty: pass --overwrite_output_dir, "
-                          "or --resume_from_checkpoint to continue a run")
-        if args.resume_from_checkpoint not in (None, "latest"):
-            ckpt = Path(args.resume_from_checkpoint)
-            if not (ckpt / "trainer_state.json").is_file():
-                errors.append(f"--resume_from_checkpoint {ckpt}: not a checkpoint folder (no trainer_state.json)")
-        elif args.resume_from_checkpoint == "latest" and find_latest_checkpoint(out) is None:
-            errors.append(f"--resume_from_checkpoint latest: no complete {CHECKPOINT_PREFIX}* folder in {out}")
-
-    if args.model_name_or_path is not None and Path(args.model_name_or_path).is_dir():
-        n_errors = len(errors)
-        config = _model_config(Path(args.model_name_or_path), "--model_name_or_path", errors)
-        _check_positions(args, config, "model", errors)
-        layers = config.get("num_hidden_layers")
-        for flag in ("reinit_layers", "llrd_groups"):
-            value = getattr(args, flag)
-            if layers is not None and value is not None and value > layers:
-                errors.append(f"--{flag} {value} exceeds the model's {layers} layers")
-        if not args.do_train and args.do_eval and len(errors) == n_errors:  # (a bad config.json is said once)
-            # Evaluating a base encoder would score a randomly initialised answer head.
-            try:
-                check_qa_checkpoint(args.model_name_or_path)
-            except CheckpointError as e:
-                errors.append(f"--do_eval without --do_train needs a fine-tuned checkpoint: {e.with_hint()}")
-    if errors:
-        raise UsageError("invalid arguments:\n  - " + "\n  - ".join(errors))

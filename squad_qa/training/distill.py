@@ -59,16 +59,17 @@ from transformers import AutoTokenizer
 
 from squad_qa.model.batching import collate, model_input_names, predict_logits
 from squad_qa.files.checksums import file_sha256, read_checksums
-from squad_qa.model.logits_file import (LogitsFileError, WindowLogits, load_window_logits, save_window_logits, to_float16,
-                                 window_qas_ids)
-from squad_qa.model.model_dir import load_qa_model, weight_files
+from squad_qa.model.logits_file import (LogitsFileError, WindowLogits, geometry_differences, load_window_logits,
+                                       read_logits_metadata, save_window_logits, to_float16, window_qas_ids)
+from squad_qa.model.model_dir import (CheckpointError, check_qa_checkpoint, load_qa_model, positions_problem,
+                                     read_config_json, weight_files)
+from squad_qa.training.config import KD_ALPHA_DEFAULT, KD_TEMPERATURE_DEFAULT, TEACHER_MODES
 from squad_qa.training.runtime import autocast_context, main_process_first
 from squad_qa.data.windows import WindowConfig
 
 logger = logging.getLogger(__name__)
 
 FILE_PREFIX = "teacher-logits-"
-TEACHER_MODES = ("cached", "live")
 
 __all__ = ["TeacherCacheError", "TEACHER_MODES", "teacher_fingerprint", "windows_digest", "teacher_cache_path",
            "student_to_teacher_ids", "map_student_ids", "TeacherModel", "compute_teacher_logits", "CachedTeacher",
@@ -332,3 +333,57 @@ def teacher_for_training(args: argparse.Namespace, rt, examples, features, token
     return CachedTeacher(WindowLogits(torch.from_numpy(start), torch.from_numpy(end), features.seq_len,
                                       window_qas_ids(qas_ids, features.example_index), features.doc_span_index,
                                       {k: str(v) for k, v in window.items()}))
+
+
+def flag_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with --teacher and its --kd_* flags; [] when nothing. With a teacher, fills in the flags it
+    left unset (KD_ALPHA_DEFAULT, KD_TEMPERATURE_DEFAULT, cached mode): they are None without one, so that a
+    --kd_* flag without --teacher can be refused."""
+    if args.teacher is None:
+        return [f"--{flag} needs --teacher" for flag in ("kd_alpha", "kd_temperature", "teacher_cache_dir", "teacher_mode")
+                if getattr(args, flag) is not None]
+    if args.kd_alpha is None:
+        args.kd_alpha = KD_ALPHA_DEFAULT
+    if args.kd_temperature is None:
+        args.kd_temperature = KD_TEMPERATURE_DEFAULT
+    if args.teacher_mode is None:
+        args.teacher_mode = "cached"
+    errors = []
+    if not 0.0 <= args.kd_alpha <= 1.0:
+        errors.append(f"--kd_alpha must be in [0, 1], got {args.kd_alpha}")
+    if not args.kd_temperature > 0:
+        errors.append(f"--kd_temperature must be > 0, got {args.kd_temperature}")
+    if not args.do_train:
+        errors.append("--teacher needs --do_train")
+    teacher = Path(args.teacher)
+    if teacher.is_dir():
+        try:
+            check_qa_checkpoint(teacher, hint=False)
+        except CheckpointError as e:
+            return errors + [f"--teacher {teacher}: not a fine-tuned QA model folder: {e}"]
+        config, problem = read_config_json(teacher)
+        if problem:
+            errors.append(f"--teacher {teacher}: {problem}")
+        if positions_problem(args.max_seq_length, config, "teacher"):
+            errors.append(positions_problem(args.max_seq_length, config, "teacher"))
+        if args.teacher_mode == "live" and args.teacher_cache_dir is not None:
+            errors.append("--teacher_cache_dir applies to --teacher_mode cached, not live (nothing is cached)")
+        if args.teacher_cache_dir is not None and Path(args.teacher_cache_dir).exists() \
+                and not Path(args.teacher_cache_dir).is_dir():
+            errors.append(f"--teacher_cache_dir {args.teacher_cache_dir} exists and is not a folder")
+    elif teacher.is_file():
+        try:
+            meta = read_logits_metadata(teacher)
+        except LogitsFileError as e:
+            return errors + [f"--teacher {teacher}: neither a QA model folder nor a logits file: {e}"]
+        differ = geometry_differences(meta, WindowConfig.from_args(args).to_dict())
+        if differ:
+            errors.append(f"--teacher {teacher}: its logits are of other windows: " + ", ".join(differ))
+        if args.teacher_cache_dir is not None:
+            errors.append("--teacher_cache_dir applies to a teacher model folder, not to a logits file")
+        if args.teacher_mode == "live":
+            errors.append("--teacher_mode live needs a teacher model folder, not a logits file")
+    else:
+        errors.append(f"--teacher {teacher}: no such file or folder (a QA model folder or a teacher-logits "
+                      ".safetensors file)")
+    return errors

@@ -323,3 +323,13 @@ def check_train_targets(features) -> None:
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"training feature {i}: {name} {int(pos[i])} is outside the window's context "
                              f"({int(bad.sum())} features like it); the features cache may be damaged")
+
+
+def flag_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the loss flags (label smoothing, R-Drop); [] when nothing."""
+    errors = []
+    if not 0 <= args.label_smoothing < 1:
+        errors.append("--label_smoothing must be in [0, 1)")
+    if args.rdrop_alpha < 0:
+        errors.append("--rdrop_alpha must be >= 0")
+    return errors

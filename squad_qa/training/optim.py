@@ -52,6 +52,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from squad_qa.training.config import SCHEDULER_CHOICES
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -63,9 +65,8 @@ __all__ = [
     "reinit_top_layers",
 ]
 
-# --lr_scheduler_type choices -> transformers scheduler names
+# --lr_scheduler choices (config.py) -> transformers scheduler names
 _SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-SCHEDULER_CHOICES = tuple(_SCHEDULERS)
 
 # "<base>.encoder.layer.3.attention..." (BERT, RoBERTa, ELECTRA, ...) / "<base>.transformer.layer.3." (DistilBERT)
 _LAYER_RE = re.compile(r"^(?:encoder|transformer)\.layers?\.(\d+)\.")
@@ -336,3 +337,24 @@ def reinit_top_layers(model: nn.Module, n: int) -> list[str]:
             _plain_init([m for _, t in targets for m in t.modules()], _initializer_range(model))
     logger.info("re-initialised %d top layer(s)%s: %d tensors", n, " + pooler" if pooler is not None else "", len(names))
     return names
+
+
+def flag_problems(args: Any) -> list[str]:
+    """What is wrong with the optimiser's flags (learning rate, warm-up, LLRD, re-init); [] when nothing."""
+    errors = []
+    if not args.learning_rate > 0:
+        errors.append("--learning_rate must be > 0")
+    if args.warmup_steps and args.warmup_ratio:
+        errors.append("--warmup_steps and --warmup_ratio are alternatives: give one of them")
+    if not 0 <= args.warmup_ratio < 1:
+        errors.append("--warmup_ratio must be in [0, 1)")
+    if args.reinit_layers < 0:
+        errors.append("--reinit_layers must be >= 0")
+    if args.llrd_decay is None:
+        errors += [f"--{flag} needs --llrd_decay" for flag in ("head_lr", "llrd_groups") if getattr(args, flag) is not None]
+    else:
+        if not 0 < args.llrd_decay <= 1:
+            errors.append("--llrd_decay must be in (0, 1]")
+        if args.llrd_groups is not None and args.llrd_groups < 1:
+            errors.append("--llrd_groups must be >= 1")
+    return errors

@@ -94,3 +94,12 @@ def setup_logging(rank: int) -> None:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Other ranks only speak up for warnings: one readable log per run.
     logging.getLogger("squad_qa").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def flag_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the precision flags; [] when nothing."""
+    if args.fp16 and args.bf16:
+        return ["--fp16 and --bf16 cannot be combined: choose one"]
+    if args.fp16 and not use_cuda(args):
+        return ["--fp16 needs a CUDA GPU (float16 autocast on CPU is not supported); use --bf16 on CPU"]
+    return []
