@@ -199,6 +199,7 @@ def ask_service(port: int, questions: list[dict], concurrency: int, warmup: int 
 
 def run_ours(model: Path, questions: list[dict], concurrencies: list[int], args) -> dict:
     extra = (["--quantize", args.quantize] if args.quantize else []) + (["--compile"] if args.compile else [])
+    extra += ["--backend", args.backend]
     server, port = start_service(model, args, extra)
     try:
         results = {"served": httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()}
@@ -220,15 +221,28 @@ PEER_SCRIPT = textwrap.dedent(
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
 
     cfg = json.load(open(sys.argv[1]))
-    questions, model_dir = cfg["questions"], cfg["model"]
+    questions, model_dir, kind = cfg["questions"], cfg["model"], cfg["kind"]
     kw = dict(max_seq_len=384, max_question_len=64, max_answer_len=30, top_k=1,
               handle_impossible_answer=False, align_to_words=cfg["align_to_words"])
     device = cfg["device"]
-    # float32 like our side's reference (the shipped model is stored in float16)
-    model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32).eval().to(device)
+    pipe_kw = {"device": device}
+    if kind == "pipeline":  # float32 like our side's reference (the shipped model is stored in float16)
+        model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32).eval().to(device)
+    else:  # optimum's recipe: export to ONNX (float32), optionally int8 with its AVX2 dynamic config
+        import tempfile
+        from optimum.onnxruntime import ORTModelForQuestionAnswering, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+        work = tempfile.mkdtemp()
+        ORTModelForQuestionAnswering.from_pretrained(model_dir, export=True).save_pretrained(work)
+        if kind == "optimum-int8":
+            ORTQuantizer.from_pretrained(work).quantize(
+                save_dir=work + "/int8", quantization_config=AutoQuantizationConfig.avx2(is_static=False))
+            work += "/int8"
+        model = ORTModelForQuestionAnswering.from_pretrained(work)
+        pipe_kw = {}
     def make_pipe():  # own tokenizer per thread; the model weights are shared
         return pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir),
-                        device=device)
+                        **pipe_kw)
     local = threading.local()
     def pipe():
         if not hasattr(local, "pipe"):
@@ -240,7 +254,7 @@ PEER_SCRIPT = textwrap.dedent(
         return time.perf_counter() - t0, out["answer"]
     for q in questions[: cfg["warmup"]]:
         ask(q)
-    res = {"transformers": transformers.__version__}
+    res = {"transformers": transformers.__version__, "kind": kind}
     for c in cfg["concurrencies"]:
         with ThreadPoolExecutor(c) as pool:
             t0 = time.perf_counter()
@@ -263,17 +277,17 @@ PEER_SCRIPT = textwrap.dedent(
 )
 
 
-def run_peer(model: Path, questions: list[dict], concurrencies: list[int], args) -> dict:
+def run_peer(model: Path, questions: list[dict], concurrencies: list[int], args, kind: str = "pipeline") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path, out_path, script = Path(tmp) / "cfg.json", Path(tmp) / "out.json", Path(tmp) / "peer.py"
         cfg_path.write_text(json.dumps({"questions": questions, "model": str(model), "concurrencies": concurrencies,
                                         "warmup": args.warmup, "align_to_words": args.align_to_words,
-                                        "device": args.device}))
+                                        "device": args.device, "kind": kind}))
         script.write_text(PEER_SCRIPT)
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
         subprocess.run([args.legacy_python, str(script), str(cfg_path), str(out_path)], check=True, env=env)
         raw = json.loads(out_path.read_text())
-    results = {"transformers": raw["transformers"]}
+    results = {"transformers": raw["transformers"], "kind": kind}
     for c in concurrencies:
         r = raw[str(c)]
         results[c] = {**summarize(r["latencies"], r["wall"], len(questions)), "answers": r["answers"]}
@@ -310,11 +324,17 @@ def main(argv=None) -> int:
     p.add_argument("--max_batch_size", type=int, default=ServiceSettings.max_batch_size)
     p.add_argument("--max_wait_ms", type=float, default=ServiceSettings.max_wait_ms)
     p.add_argument("--device", default=None, help="cpu / cuda, for both sides (default: cuda when available)")
-    p.add_argument("--legacy_python", default="/tmp/legacy-venv/bin/python")
+    p.add_argument("--legacy_python", default=str(Path.home() / "venvs" / "legacy" / "bin" / "python"))
     p.add_argument("--align_to_words", action="store_true", help="pipeline default answer snapping (see above)")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="serve ours with dynamic int8 Linear layers (CPU); the pipeline stays float32")
     p.add_argument("--compile", action="store_true", help="serve ours with --compile (torch.compile)")
+    p.add_argument("--backend", default=ServiceSettings.backend, help="ours: the service's --backend (default auto)")
+    p.add_argument("--peers", nargs="+", default=["pipeline", "optimum"],
+                   choices=["pipeline", "optimum", "optimum-int8"],
+                   help="the peers, each in --legacy_python: the transformers pipeline (torch float32), "
+                        "optimum's ORTModelForQuestionAnswering (ONNX float32) in that pipeline, and the same "
+                        "quantised with optimum's AVX2 dynamic int8 config")
     p.add_argument("--dtype", default=ServiceSettings.dtype, choices=DTYPE_CHOICES,
                    help="ours: the service's --dtype (its default, auto: bfloat16 where the hardware has it); "
                         "the pipeline stays float32")
@@ -342,19 +362,34 @@ def main(argv=None) -> int:
     print(f"{len(questions)} questions ({args.sample}) from {args.predict_file.name}; model {model}"
           f"{' (SPEED-ONLY, random QA head)' if speed_only else ''}; device {args.device}, {os.cpu_count()} CPUs")
     # Rounds alternate which side goes first (a shared, noisy machine drifts); figures are medians.
-    ours_runs, peer_runs = [], []
+    ours_runs, all_peer_runs = [], {kind: [] for kind in args.peers}
     for r in range(args.repeats):
-        sides = [(run_ours, ours_runs), (run_peer, peer_runs)]
+        sides = [(lambda *a: run_ours(*a), ours_runs)] + [
+            (lambda *a, kind=kind: run_peer(*a, kind=kind), runs) for kind, runs in all_peer_runs.items()]
         for run, runs in sides if r % 2 == 0 else sides[::-1]:
             runs.append(run(model, questions, args.concurrency, args))
     keys = list(args.concurrency) + ["batch8"]
-    ours, peer = median_rounds(ours_runs, keys), median_rounds(peer_runs, keys)
+    ours = median_rounds(ours_runs, keys)
+    for kind, runs in all_peer_runs.items():
+        if kind != args.peers[0]:
+            other = median_rounds(runs, keys)
+            print(f"\nours vs {kind} (transformers {other['transformers']}, in-process):")
+            for c in args.concurrency:
+                o, q = ours[c], other[c]
+                print(f"  concurrency {c}: {o['qps']:.1f} / {q['qps']:.1f} q/s = {o['qps'] / q['qps']:.2f}x; "
+                      f"p50 {o['p50_ms']:.1f} / {q['p50_ms']:.1f} ms; per round "
+                      + ", ".join(f"{a[c]['qps'] / b[c]['qps']:.2f}x" for a, b in zip(ours_runs, runs)))
+            same = sum(normalize(a) == normalize(b) for a, b in zip(ours[args.concurrency[0]]["answers"],
+                                                                      other[args.concurrency[0]]["answers"]))
+            print(f"  agreement (normalised): {same}/{len(questions)}")
+    peer_runs = all_peer_runs[args.peers[0]]
+    peer = median_rounds(peer_runs, keys)
 
     served = ours["served"]
     print(f"\nours: squad-qa HTTP service (max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}, "
           f"compute dtype {served.get('dtype')}{', torch.compile' if served.get('compiled') else ''}"
-          f"{', int8 dynamic quantisation' if served.get('quantized') else ''}); "
-          f"peer: transformers {peer['transformers']} pipeline, in-process")
+          f"{', int8' if served.get('quantized') else ''}, backend {served.get('backend')}, "
+          f"{served.get('threads')} threads); peer: {peer['kind']}, transformers {peer['transformers']}, in-process")
     head = f"{'concurrency':<22}{'ours q/s':>10}{'peer q/s':>10}{'ratio':>7}   {'ours p50':>9}{'peer p50':>9}" \
            f"{'ratio':>7}   {'ours p95':>9}{'peer p95':>9}"
     print(head)

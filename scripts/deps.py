@@ -33,7 +33,7 @@ from squad_qa.files.lockfile import LOCK, canonical, differences, installed, rea
 
 PYPROJECT = ROOT / "pyproject.toml"
 TORCH_IN = ROOT / "requirements" / "cpu-torch.in"
-CAPPED = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "numpy")  # the packages with upper bounds
+CAPPED = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "numpy", "onnxruntime", "onnx")  # the packages with upper bounds
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
 
 

@@ -24,8 +24,9 @@ from service.batcher import MicroBatcher
 from service.errors import install_error_handlers
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from service.routes import STATIC_DIR, router
-from service.settings import ServiceSettings
+from service.settings import ServiceSettings, serving_choice
 from squad_qa.inference.reader import QAReader
+from squad_qa.model.cpu import model_threads
 from squad_qa.model.model_dir import CheckpointError, ModelFolder, resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -46,11 +47,14 @@ def create_app(model_dir: str | Path | ModelFolder | None = None, *, reader: QAR
             path = resolve_model_dir(model_dir)  # a ModelFolder comes back as it is, checked already
             try:
                 # Loading takes seconds; off the event loop like every other model call.
+                choice = serving_choice(cfg)
                 loaded = await asyncio.to_thread(
                     QAReader.from_pretrained, path, device=cfg.device, max_batch_size=cfg.model_batch_size,
-                    quantize=cfg.quantize, dtype=cfg.dtype, compile=cfg.compile,
-                    packed=None if cfg.packing else False,
+                    backend=choice.backend, quantize=choice.quantize, dtype=choice.dtype, compile=cfg.compile,
+                    packed=None if cfg.packing else False, threads=model_threads(cfg.threads),
                 )
+                logger.info("backend %s, quantize %s, dtype %s, %d threads (%s)", choice.backend, choice.quantize,
+                            loaded.describe()["dtype"], model_threads(cfg.threads), choice.why)
             except CheckpointError as e:
                 logger.error("cannot serve %s: %s", path, e.with_hint())
                 raise

@@ -19,7 +19,7 @@ over 6-8, and without the wait a steady load of 8 clients settles into alternati
 1-2 and 6-7 requests. A lone client (its previous batch was itself) or an idle service waits for
 nobody, so concurrency 1 pays no batching delay at all.
 
-Bounded, fair work: every request is priced in windows (``QAReader.count_windows``) before it is
+Bounded, fair work: every request is cut into windows once (``QAReader.prepare``) and priced by them before it is
 queued, and the model runs windows, not requests. A model call takes at most ``max_batch_windows``
 windows, shared out evenly among the requests in progress (water-filling, in arrival order), so a
 request of hundreds of windows runs over many calls while one-window requests that arrive meanwhile
@@ -178,9 +178,10 @@ class MicroBatcher:
             await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
 
-    async def submit(self, items: list[QAItem], windows: int = 0) -> list[list[Answer]]:
-        """Answers for `items` (one request's worth, priced at `windows`), once the call holding them
-        has run. QueueFull when the queue has no room for them (an empty queue takes any request);
+    async def submit(self, items: list[QAItem], windows: int = 0,
+                     job: PreparedItems | None = None) -> list[list[Answer]]:
+        """Answers for `items` (one request's worth, priced at `windows`; ``job``: their windows when the
+        caller cut them already, else the worker cuts them), once the call holding them has run. QueueFull when the queue has no room for them (an empty queue takes any request);
         DeadlineExceeded when they waited past request_timeout_s; cancelling the awaiting task drops
         them before any model time is spent on them."""
         if not self.running or self._arrived is None:
@@ -188,7 +189,7 @@ class MicroBatcher:
         if self.queued_requests and self.queued_windows + windows > self.max_queued_windows:
             raise QueueFull(self.queued_windows, self.retry_after(windows))
         future = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Pending(items, future, windows, time.monotonic() + self.request_timeout_s))
+        self._waiting.append(_Pending(items, future, windows, time.monotonic() + self.request_timeout_s, job))
         self._waiting_windows += windows
         self._arrived.set()
         return await future

@@ -87,10 +87,12 @@ class ModelInfo(BaseModel):
     max_query_length: int
     metrics: dict[str, Any] | None = Field(None, description="Metrics recorded by training (squad_qa.json), if any.")
     note: str | None = None
-    quantized: str | None = Field(None, description='"int8" when served with dynamic int8 Linear layers.')
+    quantized: str | None = Field(None, description='"int8" when served with int8 matrix products.')
     dtype: str = Field("float32", description="Compute dtype of the forward pass (bfloat16/float16: autocast).")
     compiled: bool = Field(False, description="Whether the forward pass runs through torch.compile.")
     packed: bool = Field(False, description="Whether batches run packed, without padding (CPU, BERT models).")
+    backend: str = Field("torch", description='"torch", or "onnx" (ONNX Runtime).')
+    threads: int = Field(1, description="The model's intra-op threads.")
     max_batch_size: int
     max_wait_ms: float
     max_context_chars: int

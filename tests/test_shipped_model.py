@@ -21,6 +21,7 @@ from squad_qa.data.squad import make_example
 from squad_qa.inference.reader import QAReader
 from squad_qa.model.model_dir import DEFAULT_MODEL_DIR, check_qa_checkpoint
 from squad_qa.scoring.metrics import exact_match_score, f1_score
+from squad_qa.spans.postprocess import postprocess_predictions
 
 # dev-v1.1 questions from different articles that the shipped model answers exactly (one of the gold
 # answers, after the official normalisation), with the float32 reference and with bf16 autocast.
@@ -88,7 +89,7 @@ def test_shipped_model_scores_on_a_slice_of_dev(shipped, dev):
     examples = [make_example(qid, q, c) for qid, q, c, _ in dev[:SLICE]]
     features = shipped.features_for(examples)
     start, end = shipped.predict_logits(features)
-    result = shipped._postprocess(examples, features, start, end, 30, False)
+    result = postprocess_predictions(examples, features, start, end, n_best_size=20, max_answer_length=30)
     f1 = 100 * sum(best_over_gold(f1_score, result.predictions[qid], gold)
                    for qid, _, _, gold in dev[:SLICE]) / SLICE
     assert f1 >= SLICE_MIN_F1, f1

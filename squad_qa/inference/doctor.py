@@ -22,7 +22,7 @@ from pathlib import Path
 
 from squad_qa.files.lockfile import canonical, read_lock
 
-PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "fastapi", "uvicorn")
+PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "fastapi", "uvicorn", "onnxruntime", "onnx")
 
 
 def cpu_report() -> tuple[str, list[str]]:
@@ -49,6 +49,7 @@ def checks(model_dir: Path | None, data_dir: Path) -> list[tuple[bool, str, str]
     from squad_qa.files.download import DEFAULT_FILES, KNOWN_SHA256
     from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint, resolve_model_dir
     from squad_qa.model.compute import resolve_dtype
+    from squad_qa.model.cpu import cpu_kind, model_threads, serving_recipe
 
     out: list[tuple[bool, str, str]] = [(True, "python", platform.python_version())]
     lock = read_lock()
@@ -68,6 +69,10 @@ def checks(model_dir: Path | None, data_dir: Path) -> list[tuple[bool, str, str]
     cpu, isa = cpu_report()
     out.append((True, "cpu", f"{cpu}; {', '.join(isa)}"))
     out.append((True, "dtype auto", str(resolve_dtype("auto", "cpu")).removeprefix("torch.")))
+    recipe = serving_recipe()
+    out.append((True, "serve --backend auto", f"{recipe.backend}{', int8' if recipe.quantize else ''}"
+                f"{', dtype ' + recipe.dtype if recipe.backend == 'torch' else ''} on {cpu_kind()} with "
+                f"{model_threads()} threads ({recipe.why})"))
 
     path = resolve_model_dir(model_dir)
     try:  # checked and hashed once; the reader below loads the checked folder without hashing it again

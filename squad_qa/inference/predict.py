@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 
 from squad_qa.data.squad import SquadFormatError, read_squad_examples
-from squad_qa.inference.reader import QAReader
+from squad_qa.inference.reader import BACKENDS, QAReader
 from squad_qa.model.logits_file import save_window_logits
 from squad_qa.model.model_dir import CheckpointError
 from squad_qa.spans.postprocess import postprocess_predictions, write_predictions
@@ -59,8 +59,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "safetensors, layout in squad_qa/model/logits_file.py); over a training file it is a "
                         "--teacher for train.py")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="torch (default: the reference numbers) or onnx: ONNX Runtime on the CPU, the graph "
+                        "exported once into MODEL/onnx/ (squad_qa/model/onnx_backend.py)")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
-                   help="CPU only: dynamic int8 Linear layers (faster, slightly different answers)")
+                   help="CPU only: int8 matrix products (faster, slightly different answers)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (default: the physical cores this process may use)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
                    help="compute dtype (autocast); float32 (default) gives the reference numbers, "
                         "auto = bfloat16 where the hardware has it")
@@ -104,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype,
             compile=args.compile,
             packed=None if args.packing else False,
+            backend=args.backend,
+            threads=args.threads,
         )
     except ValueError as e:  # CheckpointError; window geometry that does not fit the model; an impossible ensemble
         print(f"error: {e.with_hint() if isinstance(e, CheckpointError) else e}", file=sys.stderr)

@@ -43,10 +43,10 @@ from squad_qa.data.feature_store import SquadFeatures
 from squad_qa.data.features import convert_examples_to_features, special_layout, windows_needed
 from squad_qa.data.windows import WindowConfig
 from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
+from squad_qa.model.onnx_backend import OnnxQAModel, onnx_model
 from squad_qa.model.packing import compare_packed, disable_packing
-from squad_qa.spans.postprocess import postprocess_predictions
 from squad_qa.files.run_record import read_run_record, run_args
-from squad_qa.inference.items import Answer, PreparedItems, QAItem
+from squad_qa.inference.items import Answer, PreparedItems, QAItem, answers_for, check_items
 from squad_qa.model.compute import compile_for_inference, prepare_for_autocast, quantize_model, resolve_dtype, setup_packing
 
 
@@ -56,6 +56,22 @@ logger = logging.getLogger(__name__)
 def _one_line(e: BaseException) -> str:
     """``Type: first line of the message``, for one-line errors and warnings."""
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+BACKENDS = ("torch", "onnx")
+
+
+def _check_onnx_options(path, device, dtype, compile, packed) -> None:
+    """What the ONNX backend cannot do, refused in one line before anything loads."""
+    if isinstance(path, (list, tuple)) and len(path) > 1:
+        raise ValueError("backend 'onnx' serves one model folder, not an ensemble: use backend 'torch'")
+    problems = [what for what, bad in (
+        ("compile (torch.compile is torch's)", compile), ("packed batches (torch's attention)", packed),
+        (f"dtype {dtype} (the graph runs float32, or int8 with quantize)", str(dtype) not in ("None", "float32", "auto")),
+        (f"device {device} (ONNX Runtime runs here on the CPU)", device is not None and torch.device(device).type != "cpu"),
+    ) if bad]
+    if problems:
+        raise ValueError("backend 'onnx' does not do " + "; ".join(problems))
 
 
 def _check_int8_dtype(quantized: str | None, dtype: torch.dtype) -> None:
@@ -93,12 +109,13 @@ class QAReader:
         self.model_dir = model_dir
         # Every model folder behind the reader: one, or an ensemble's members (model_dir: the first).
         self.model_dirs = list(model_dirs) if model_dirs else ([model_dir] if model_dir else [])
-        self.quantized = quantized  # "int8" when quantize_model() was applied
+        self.quantized = quantized  # "int8" when quantize_model() was applied, or the int8 ONNX graph runs
+        self.backend = "onnx" if isinstance(model, OnnxQAModel) else "torch"
         self.n_best_size = n_best_size
         self.null_score_diff_threshold = null_score_diff_threshold
         self.max_batch_size = max_batch_size
         self.record = dict(record or {})
-        self.device = next(model.parameters()).device
+        self.device = next(iter(model.parameters()), torch.empty(0)).device  # an ONNX session: the CPU
         # Compute dtype: the forward pass runs under autocast in bfloat16 / float16 (from_pretrained
         # also stores the encoder's Linear weights in that dtype; see prepare_for_autocast).
         self.dtype = resolve_dtype(dtype, self.device)
@@ -145,6 +162,8 @@ class QAReader:
         quantize: str | None = None,
         dtype: str | torch.dtype | None = None,
         compile: bool = False,
+        backend: str = "torch",
+        threads: int | None = None,
         **kwargs: Any,
     ) -> "QAReader":
         """Load a fine-tuned checkpoint folder (safetensors + tokenizer), refusing anything else
@@ -169,6 +188,10 @@ class QAReader:
         ensemble's start/end logits are the mean of the members' RAW logits (before any softmax),
         decoded as one model's. A list of one folder is exactly that folder's reader.
         """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "onnx":
+            _check_onnx_options(path, device, dtype, compile, kwargs.get("packed"))
         if isinstance(path, (list, tuple)):
             if not path:
                 raise ValueError("no model folder given")
@@ -179,7 +202,9 @@ class QAReader:
             path = path[0]
         path = check_qa_checkpoint(resolve_model_dir(path)).path  # a ModelFolder passed in is not checked again
         record = read_run_record(path)
-        model = load_qa_model(path, trained_head=True)
+        if threads is not None and backend == "torch":  # torch's intra-op pool is per process
+            torch.set_num_threads(threads)
+        model = load_qa_model(path, trained_head=True) if backend == "torch" else onnx_model(path, quantize, threads)
         if record.get("speed_only"):  # benchmarks/bench_service.py's random-head checkpoint
             logger.warning("%s is a SPEED-ONLY checkpoint with a random QA head: %s", path, record.get("note", ""))
         try:
@@ -194,6 +219,14 @@ class QAReader:
         # The geometry the model was trained with (its run record), unless the caller names another.
         window = WindowConfig.from_record(record, max_seq_length=max_seq_length, doc_stride=doc_stride,
                                           max_query_length=max_query_length)
+        if backend == "onnx":  # the graph is float32 or int8 as exported: nothing left to cast or compile
+            # One window per model call: ONNX Runtime pads nothing then (faster than padded batches on a
+            # CPU), and int8's per-call activation scale is the window's own, so an answer never depends
+            # on which other windows shared its call.
+            kwargs.pop("packed", None)
+            kwargs["max_batch_size"] = 1
+            return cls(model, tokenizer, model_dir=path, record=record, quantized=quantize, packed=False,
+                       **window.to_dict(), **kwargs)
         return cls._build(model, tokenizer, device=device, quantize=quantize, dtype=dtype, compile=compile,
                           model_dir=path, record=record, **window.to_dict(), **kwargs)
 
@@ -268,7 +301,7 @@ class QAReader:
             "name": self.name,
             "base": str(base) if base else None,
             "teacher": teacher,
-            "architecture": type(self.model).__name__,
+            "architecture": getattr(self.model, "architecture", type(self.model).__name__),
             **self.window.to_dict(),
             "metrics": self.record.get("metrics") or None,
             "note": self.record.get("note"),
@@ -276,6 +309,8 @@ class QAReader:
             "dtype": str(self.dtype).removeprefix("torch."),
             "compiled": self.compiled,
             "packed": self.packed,
+            "backend": self.backend,
+            "threads": getattr(self.model, "threads", None) or torch.get_num_threads(),
         }
 
     # --------------------------------------------------------------------------------- the model
@@ -362,21 +397,7 @@ class QAReader:
 
     def prepare(self, items: Iterable[QAItem | Mapping[str, Any]]) -> "PreparedItems":
         """Check the items (ValueError naming the item) and cut their windows."""
-        items = [it if isinstance(it, QAItem) else QAItem(**it) for it in items]
-        for i, it in enumerate(items):
-            if not it.question.strip():
-                raise ValueError(f"item {i}: question is empty")
-            if not it.context.strip():
-                raise ValueError(f"item {i}: context is empty")
-            for field in ("question", "context"):
-                try:
-                    getattr(it, field).encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise ValueError(f"item {i}: {field} has a lone UTF-16 surrogate at character {e.start}") from None
-            if not 1 <= it.top_k <= self.n_best_size:
-                raise ValueError(f"item {i}: top_k must be in 1..{self.n_best_size}, got {it.top_k}")
-            if it.max_answer_length < 1:
-                raise ValueError(f"item {i}: max_answer_length must be >= 1, got {it.max_answer_length}")
+        items = check_items(items, self.n_best_size)
         examples = [make_example(str(i), it.question, it.context) for i, it in enumerate(items)]
         features = self.features_for(examples)
         width = features.max_seq_length
@@ -398,53 +419,4 @@ class QAReader:
 
     def finish(self, job: "PreparedItems") -> list[list[Answer]]:
         """Spans from the logits of every window of ``job``, one answer list per item."""
-        items, examples, features = job.items, job.examples, job.features
-        start_logits, end_logits = job.start, job.end
-        # The post-processor takes one max_answer_length / v2 setting per call, so items are grouped
-        # by those settings (normally there is one group: no extra work).
-        answers: list[list[Answer]] = [[] for _ in items]
-        groups: dict[tuple[int, bool], list[int]] = {}
-        for i, it in enumerate(items):
-            groups.setdefault((it.max_answer_length, it.handle_impossible), []).append(i)
-        feat_example = np.asarray(features.example_index)
-        for (max_len, v2), members in groups.items():
-            if len(groups) == 1:
-                sub_examples, sub_features, rows = examples, features, slice(None)
-            else:
-                rows = np.flatnonzero(np.isin(feat_example, members))
-                sub_examples = [examples[i] for i in members]
-                sub_features = features.select(rows)
-                # select() keeps example_index pointing into the full list; renumber into sub_examples.
-                remap = np.full(len(items), -1, dtype=np.int64)
-                remap[members] = np.arange(len(members))
-                sub_features.example_index = remap[feat_example[rows]].astype(feat_example.dtype)
-            result = self._postprocess(sub_examples, sub_features, start_logits[rows], end_logits[rows], max_len, v2)
-            for i in members:
-                answers[i] = self._pick(result, str(i), items[i], v2)
-        return answers
-
-    def _postprocess(self, examples, features, start_logits, end_logits, max_answer_length, v2):
-        return postprocess_predictions(
-            examples,
-            features,
-            start_logits,
-            end_logits,
-            n_best_size=self.n_best_size,
-            max_answer_length=max_answer_length,
-            version_2_with_negative=v2,
-            null_score_diff_threshold=self.null_score_diff_threshold,
-        )
-
-    @staticmethod
-    def _pick(result, qas_id: str, item: QAItem, v2: bool) -> list[Answer]:
-        """top_k spans from the n-best list; with handle_impossible the null answer ("") leads
-        when it beat the best span by the threshold (run_squad v2 decision) and is left out
-        otherwise, so the first answer is always the prediction."""
-        nbest = result.nbest.get(qas_id, [])
-        spans = [p for p in nbest if p.text]  # "" is the null / no-candidate entry
-        out: list[Answer] = []
-        if v2 and result.predictions.get(qas_id, "") == "":
-            null = next((p for p in nbest if not p.text), None)
-            out.append(Answer("", float(null.probability) if null else 1.0, 0, 0))
-        out.extend(Answer(p.text, float(p.probability), int(p.start), int(p.end)) for p in spans)
-        return out[: item.top_k]
+        return answers_for(job, n_best_size=self.n_best_size, null_score_diff_threshold=self.null_score_diff_threshold)
