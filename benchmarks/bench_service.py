@@ -5,24 +5,28 @@ at once), in --repeats rounds (default 3) that alternate which side goes first; 
 the medians over rounds, and the per-round ratios are printed too. For each side: questions/s and
 p50/p95 latency per question at concurrency 1 and 8, and how often the two give the same answer.
 
-- Ours: `python -m service --model DIR` (uvicorn, micro-batching, packed batches on CPU) as a
+- Ours: `python -m service --model DIR` (uvicorn, micro-batching, its default backend) as a
   subprocess on 127.0.0.1; the clients are threads here, each POSTing one question at a time to
   /v1/answer over its own keep-alive connection (the standard library's http.client: the client
   shares the service's CPUs, and httpx costs 0.55 ms of client CPU per request against
   http.client's 0.10, measured with a no-op model; real clients run elsewhere). Latency is what
-  the client sees, HTTP included. It runs with the service's defaults, so its compute dtype is
-  "auto": bfloat16 autocast on hardware with native bf16 (AVX512-BF16/AMX CPUs), else float32
-  (`--dtype float32` to compare float32 against float32).
-- Peer: the pipeline in its own interpreter, /tmp/legacy-venv (system torch + transformers 4.57),
-  called in-process (no HTTP, which only favours it), max_seq_len=384 and max_answer_len=30 like
-  ours, and the same windows as ours: the pipeline's `doc_stride` is the *overlap* of consecutive
-  windows (the tokenizer's stride), run_squad's is the *step* between their starts, so each
-  question gets the overlap that makes the pipeline's windows start every 128 context tokens
-  (`pipeline_doc_stride`). Then both models see identical inputs and only the decoders differ.
-  Concurrency 8 = 8 threads each calling a pipeline (own tokenizer: fast tokenizers are not safe
-  to share between threads; model weights shared). One more row,
-  "pipeline batch_size=8", is its documented batching: one caller handing it 8 questions at a time
-  (latency = that call's time).
+  the client sees, HTTP included. It runs with the service's defaults (--backend auto: the CPU
+  kind's recipe, squad_qa/model/cpu.py); `--backend torch --dtype float32` compares like with like.
+- Peers (--peers), each in its own interpreter, --legacy_python (default ~/venvs/legacy: torch 2.13 CPU,
+  transformers 4.57.6, optimum 2.1 with optimum-onnx 0.1 and onnxruntime; made with `python3 -m venv
+  ~/venvs/legacy && ~/venvs/legacy/bin/pip install torch==2.13.0 transformers==4.57.6
+  "optimum-onnx[onnxruntime]==0.1.0" "optimum~=2.1.0"`), called in-process (no HTTP, which only
+  favours them): "pipeline", `pipeline("question-answering")` on the torch model in float32;
+  "optimum", optimum's ORTModelForQuestionAnswering (its ONNX export, float32) in that pipeline,
+  the usual "fast CPU" recipe; "optimum-int8", the same quantised with optimum's AVX2 dynamic int8
+  config. max_seq_len=384 and max_answer_len=30 like ours, and the same windows as ours: the
+  pipeline's `doc_stride` is the *overlap* of consecutive windows (the tokenizer's stride),
+  run_squad's is the *step* between their starts, so each question gets the overlap that makes the
+  pipeline's windows start every 128 context tokens (`pipeline_doc_stride`). Then both models see
+  identical inputs and only the decoders differ. Concurrency 8 = 8 threads each calling a pipeline
+  (own tokenizer: fast tokenizers are not safe to share between threads; model weights shared).
+  One more row, "pipeline batch_size=8", is its documented batching: one caller handing it 8
+  questions at a time (latency = that call's time).
 - Agreement: answer text equal at concurrency 1 (exact, and after SQuAD normalisation). The pipeline
   snaps answers to whole words by default (align_to_words); with a fine-tuned model answers are
   words anyway, but the random head of a speed-only checkpoint ends spans inside words, so
