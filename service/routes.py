@@ -21,7 +21,7 @@ from service.batcher import MicroBatcher
 from service.errors import ClientGone, PayloadTooLarge
 from service.schemas import AnswerRequest, AnswerResponse, AnswerSpan, BatchAnswerResponse, ErrorBody, HealthResponse, ModelInfo
 from service.settings import ServiceSettings
-from squad_qa.inference.items import PreparedItems
+from squad_qa.inference.items import Answer, Passage, PreparedItems, merge_passages
 from squad_qa.inference.reader import QAItem, QAReader
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -63,11 +63,15 @@ def _check_sizes(items: Sequence[AnswerRequest], settings: ServiceSettings, batc
     if batch and len(items) > settings.max_batch_items:
         raise PayloadTooLarge(f"batch has {len(items)} items; the limit is {settings.max_batch_items}")
     for i, it in enumerate(items):
-        if len(it.context) > settings.max_context_chars:
-            where = f"item {i}: " if batch else ""
-            raise PayloadTooLarge(
-                f"{where}context has {len(it.context)} characters; the limit is {settings.max_context_chars}"
-            )
+        where = f"item {i}: " if batch else ""
+        if it.contexts is not None and len(it.contexts) > settings.max_batch_items:
+            raise PayloadTooLarge(f"{where}contexts has {len(it.contexts)} passages; the limit is "
+                                  f"{settings.max_batch_items}")
+        for name, text in ([("context", it.context)] if it.contexts is None
+                           else [(f"passage {p.id!r}", p.text) for p in it.contexts]):
+            if len(text) > settings.max_context_chars:
+                raise PayloadTooLarge(f"{where}{name} has {len(text)} characters; the limit is "
+                                      f"{settings.max_context_chars}")
 
 
 async def _prepare(items: list[QAItem], reader: QAReader, settings: ServiceSettings) -> PreparedItems:
@@ -99,12 +103,42 @@ async def _answer(request: Request, batcher: MicroBatcher, job: PreparedItems):
             raise ClientGone
 
 
-def _to_item(r: AnswerRequest) -> QAItem:
-    return QAItem(r.question, r.context, r.top_k, r.max_answer_length, r.handle_impossible)
+def _to_items(reqs: Sequence[AnswerRequest], n_best_size: int) -> list[QAItem]:
+    """The reader's items: one per request, or one per passage of a request with ``contexts`` (each
+    with its whole n-best list, for ``_answers`` to rank across the passages)."""
+    items = []
+    for r in reqs:
+        if r.contexts is None:
+            items.append(QAItem(r.question, r.context, r.top_k, r.max_answer_length, r.handle_impossible))
+        else:
+            items += [QAItem(r.question, p.text, n_best_size, r.max_answer_length) for p in r.contexts]
+    return items
 
 
-def _spans(answers) -> list[AnswerSpan]:
-    return [AnswerSpan(text=a.text, score=a.score, start=a.start, end=a.end) for a in answers]
+def _answers(reqs: Sequence[AnswerRequest], results: list[list[Answer]], calibrator=None) -> list[list[Answer]]:
+    """Each request's answers from its items' (``_to_items``): a request over several passages gets
+    one ranking across them."""
+    out, at = [], 0
+    for r in reqs:
+        if r.contexts is None:
+            out.append(results[at])
+            at += 1
+        else:
+            passages = [Passage(p.id, p.text) for p in r.contexts]
+            out.append(merge_passages(results[at:at + len(passages)], passages, r.top_k, calibrator))
+            at += len(passages)
+    return out
+
+
+def _response(req: AnswerRequest, answers: list[Answer], settings: ServiceSettings, **common) -> AnswerResponse:
+    """The answers that reach the request's min_score (else the server's); none left: an explicit no_answer
+    with the best candidate's score."""
+    floor = req.min_score if req.min_score is not None else settings.min_score
+    kept = [a for a in answers if a.score >= floor]
+    spans = [AnswerSpan(text=a.text, score=a.score, start=a.start, end=a.end, passage_id=a.passage) for a in kept]
+    if kept or not answers:
+        return AnswerResponse(answers=spans, no_answer=not answers, **common)
+    return AnswerResponse(answers=[], no_answer=True, best_rejected_score=max(a.score for a in answers), **common)
 
 
 @router.get("/", include_in_schema=False)
@@ -160,10 +194,10 @@ async def answer(req: AnswerRequest, request: Request, batcher: BatcherDep, sett
     """Extract the answer to `question` from `context` (character offsets into `context`)."""
     t0 = time.perf_counter()
     _check_sizes([req], settings, batch=False)
-    items = [_to_item(req)]
-    (answers,) = await _answer(request, batcher, await _prepare(items, reader, settings))
-    return AnswerResponse(answers=_spans(answers), model=reader.name,
-                          took_ms=round(1000 * (time.perf_counter() - t0), 3))
+    items = _to_items([req], reader.n_best_size)
+    (answers,) = _answers([req], await _answer(request, batcher, await _prepare(items, reader, settings)),
+                          reader.calibrator)
+    return _response(req, answers, settings, model=reader.name, took_ms=round(1000 * (time.perf_counter() - t0), 3))
 
 @router.post("/v1/answer/batch", response_model=BatchAnswerResponse, responses=error_responses, tags=["answer"])
 async def answer_batch(
@@ -176,12 +210,13 @@ async def answer_batch(
     """Answer a list of (question, context) items in one go; results come back in order."""
     t0 = time.perf_counter()
     _check_sizes(reqs, settings, batch=True)
-    items = [_to_item(r) for r in reqs]
-    results = await _answer(request, batcher, await _prepare(items, reader, settings))
+    items = _to_items(reqs, reader.n_best_size)
+    results = _answers(reqs, await _answer(request, batcher, await _prepare(items, reader, settings)),
+                       reader.calibrator)
     took = round(1000 * (time.perf_counter() - t0), 3)
     name = reader.name
     return BatchAnswerResponse(
-        results=[AnswerResponse(answers=_spans(a), model=name, took_ms=took) for a in results],
+        results=[_response(r, a, settings, model=name, took_ms=took) for r, a in zip(reqs, results)],
         model=name,
         took_ms=took,
     )

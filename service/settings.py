@@ -43,6 +43,9 @@ class ServiceSettings:
     # reader supports it (CPU, BERT) and its probe passes; False: padded batches everywhere.
     packing: bool = setting(True, "padded batches also on CPU (default there: windows packed without padding)",
                             flag="--no_packing")
+    min_score: float = setting(0.0, "answers scoring below this are left out and a request with none left gets "
+                                    "no_answer; a request's min_score overrides it (scores are calibrated "
+                                    "probabilities where the model has a calibrator)")
     max_batch_size: int = setting(32, "most request items gathered into one model call")
     max_wait_ms: float = setting(10.0, "how long a batch waits for requests it expects (never for a lone client; "
                                        "see service/batcher.py)")

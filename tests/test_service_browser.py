@@ -143,3 +143,20 @@ def test_page_says_what_a_distilled_model_was_distilled_from(live_server, browse
         assert model_line(page).startswith(f"Answering with {info['name']} (distilled from mpnet-squad):")
     finally:
         page.unroute("**/v1/model")
+
+
+def test_page_answers_over_several_passages(live_server, browser_page):
+    base_url, _ = live_server
+    page = browser_page
+    page.goto(base_url + "/")
+    parts = [PASSAGE, "The Broncos won the game in 2016 at Levi's Stadium in Santa Clara."]
+    expected = httpx.post(base_url + "/v1/answer", json={"question": QUESTION, "contexts": [
+        {"id": f"passage {i + 1}", "text": t} for i, t in enumerate(parts)]}).json()["answers"][0]
+    page.get_by_label("Passage").fill(f"{parts[0]}\n---\n{parts[1]}\n")
+    page.get_by_label("Question").fill(QUESTION)
+    page.get_by_label("Question").press("Enter")
+    page.locator("#passage mark").wait_for()
+    assert f"in {expected['passage_id']} of 2" in page.locator("#status").inner_text()
+    shown = parts[int(expected["passage_id"].split()[1]) - 1]
+    assert page.locator("#passage").inner_text() == shown  # only the passage the answer is in
+    assert page.locator("#passage mark").inner_text() == shown[expected["start"]:expected["end"]] == expected["text"]

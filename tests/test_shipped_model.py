@@ -107,3 +107,27 @@ def test_service_serves_the_shipped_model_by_default(monkeypatch, dev):
             text = body["answers"][0]["text"]
             assert body["model"] == "squad-minilm-l6"
             assert best_over_gold(exact_match_score, text, gold), (qid, text, gold)
+
+
+def test_a_question_over_several_passages_answers_from_the_right_one(shipped, dev):
+    """Eight dev questions, each asked over its own paragraph and the other seven questions'
+    paragraphs (in reverse order): the best answer comes from its own paragraph, with its exact offsets
+    there, and is one of its gold answers; over HTTP the same."""
+    by_id = {qid: (q, c, gold) for qid, q, c, gold in dev}
+    paragraphs = {f"p{i}": by_id[qid][1] for i, qid in enumerate(QUESTION_IDS)}
+    passages = [(pid, paragraphs[pid]) for pid in reversed(paragraphs)]  # its own paragraph is not first
+    for i, qid in enumerate(QUESTION_IDS):
+        question, _, gold = by_id[qid]
+        answers = shipped.answer(question, passages, top_k=3)
+        best = answers[0]
+        assert best.passage == f"p{i}", (qid, best)
+        assert paragraphs[best.passage][best.start:best.end] == best.text
+        assert best_over_gold(exact_match_score, best.text, gold), (qid, best.text, gold)
+        assert len(answers) == 3 and [a.score for a in answers] == sorted((a.score for a in answers), reverse=True)
+    question, _, gold = by_id[QUESTION_IDS[0]]
+    with TestClient(create_app(DEFAULT_MODEL_DIR, backend="torch", dtype="float32")) as client:
+        r = client.post("/v1/answer", json={"question": question, "top_k": 2,
+                                            "contexts": [{"id": pid, "text": text} for pid, text in passages]})
+    assert r.status_code == 200, r.text
+    best = r.json()["answers"][0]
+    assert best["passage_id"] == "p0" and paragraphs["p0"][best["start"]:best["end"]] == best["text"]

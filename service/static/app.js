@@ -90,8 +90,15 @@
     passage.replaceChildren();
   }
 
+  // Several passages: separated by a line of three dashes. Each is sent with an id ("passage 1", ...)
+  // and the answer names the one it came from.
+  function splitPassages(text) {
+    return text.split(/^[ \t]*---[ \t]*$/m).map((part) => part.trim()).filter((part) => part);
+  }
+
   async function ask() {
     const ctx = context.value;
+    const parts = splitPassages(ctx);
     const q = question.value;
     if (!ctx.trim()) { showStatus("Please paste a passage first.", true); context.focus(); return; }
     if (!q.trim()) { showStatus("Please type a question.", true); question.focus(); return; }
@@ -105,7 +112,9 @@
       const response = await fetch("v1/answer", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ question: q, context: ctx }),
+        body: JSON.stringify(parts.length > 1
+          ? { question: q, contexts: parts.map((text, i) => ({ id: `passage ${i + 1}`, text })) }
+          : { question: q, context: ctx }),
         signal: controller.signal,
       });
       const body = await response.json().catch(() => null);
@@ -114,13 +123,18 @@
         showStatus(`Could not answer: ${why}`, true);
         return;
       }
+      if (body.no_answer && body.best_rejected_score !== null) {
+        showStatus(`No answer: the best candidate scores ${body.best_rejected_score.toFixed(3)}, below the minimum.`, false);
+        return;
+      }
       const best = body.answers[0];
       if (!best || best.text === "") {
         showStatus("No answer found in the passage.", false);
         return;
       }
-      showStatus(`Answer found in ${Math.round(body.took_ms)} ms:`, false);
-      render(ctx, best);
+      const from = best.passage_id ? ` in ${best.passage_id} of ${parts.length}` : "";
+      showStatus(`Answer found${from} in ${Math.round(body.took_ms)} ms:`, false);
+      render(best.passage_id ? parts[Number(best.passage_id.split(" ")[1]) - 1] : ctx, best);
     } catch (err) {
       if (err.name !== "AbortError") showStatus(`Could not reach the service: ${err.message}`, true);
     } finally {

@@ -18,6 +18,7 @@ training file, that file is a teacher: train.py --teacher FILE distils the ensem
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -27,6 +28,7 @@ from squad_qa.data.squad import SquadFormatError, read_squad_examples
 from squad_qa.inference.reader import BACKENDS, QAReader
 from squad_qa.model.logits_file import save_window_logits
 from squad_qa.model.model_dir import CheckpointError
+from squad_qa.spans.calibration import top_scores
 from squad_qa.spans.postprocess import postprocess_predictions, write_predictions
 from squad_qa.model.compute import DTYPE_CHOICES, QUANTIZE_CHOICES
 
@@ -48,6 +50,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_eval_samples", type=int, default=None, help="predict the first N questions only")
     p.add_argument("--version_2_with_negative", action="store_true")
     p.add_argument("--null_score_diff_threshold", type=float, default=0.0)
+    p.add_argument("--min_score", type=float, default=None,
+                   help="with a calibrated model: predict \"\" (no answer) where the best span's calibrated score "
+                        "is below this; null_odds.json then holds 1 - that score (for evaluate-v2.0's --na-prob-file)")
     p.add_argument("--n_best_size", type=int, default=20)
     p.add_argument("--max_answer_length", type=int, default=30)
     p.add_argument("--max_seq_length", type=int, default=None, help="default: the checkpoint's, else 384")
@@ -126,6 +131,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         version_2_with_negative=args.version_2_with_negative,
         null_score_diff_threshold=args.null_score_diff_threshold,
     )
+    if reader.calibrator is not None and (args.version_2_with_negative or args.min_score is not None):
+        # The calibrated probability that the best span is right decides "no answer", and 1 - it is the
+        # no-answer odds the official v2.0 script sweeps (its best_f1 / best_exact).
+        scores = top_scores(result.nbest, reader.calibrator)
+        floor = args.min_score if args.min_score is not None else 0.0
+        result = dataclasses.replace(
+            result, null_odds={q: 1.0 - p for q, p in scores.items()},
+            predictions={q: (t if scores[q] >= floor else "") for q, t in result.predictions.items()})
+        logger.info("calibrated scores: %d of %d questions below min_score %.3f answered \"\"",
+                    sum(p < floor for p in scores.values()), len(scores), floor)
+    elif args.min_score is not None:
+        print(f"error: --min_score needs a calibrated model (calibrator.json in {reader.model_dir}; "
+              "squad-qa calibrate --save makes one)", file=sys.stderr)
+        return 2
     paths = write_predictions(result, args.output_dir)
     if args.save_logits:
         paths["logits"] = save_window_logits(

@@ -44,9 +44,11 @@ from squad_qa.data.features import convert_examples_to_features, special_layout,
 from squad_qa.data.windows import WindowConfig
 from squad_qa.model.model_dir import CheckpointError, check_qa_checkpoint, load_qa_model, resolve_model_dir
 from squad_qa.model.onnx_backend import OnnxQAModel, onnx_model
+from squad_qa.spans.calibration import Calibrator
 from squad_qa.model.packing import compare_packed, disable_packing
 from squad_qa.files.run_record import read_run_record, run_args
-from squad_qa.inference.items import Answer, PreparedItems, QAItem, answers_for, check_items
+from squad_qa.inference.items import (Answer, PreparedItems, QAItem, answers_for, as_passages, check_items,
+                                     merge_passages)
 from squad_qa.model.compute import compile_for_inference, prepare_for_autocast, quantize_model, resolve_dtype, setup_packing
 
 
@@ -111,6 +113,10 @@ class QAReader:
         self.model_dirs = list(model_dirs) if model_dirs else ([model_dir] if model_dir else [])
         self.quantized = quantized  # "int8" when quantize_model() was applied, or the int8 ONNX graph runs
         self.backend = "onnx" if isinstance(model, OnnxQAModel) else "torch"
+        # The score of an answer: the calibrated probability that it is right where the model folder has a
+        # calibrator (squad_qa/spans/calibration.py), else run_squad's n-best softmax.
+        # An ensemble's averaged logits are not its first member's: no calibrator for them.
+        self.calibrator = Calibrator.load(model_dir) if model_dir is not None and len(self.model_dirs) == 1 else None
         self.n_best_size = n_best_size
         self.null_score_diff_threshold = null_score_diff_threshold
         self.max_batch_size = max_batch_size
@@ -310,6 +316,7 @@ class QAReader:
             "compiled": self.compiled,
             "packed": self.packed,
             "backend": self.backend,
+            "calibrated": self.calibrator is not None,
             "threads": getattr(self.model, "threads", None) or torch.get_num_threads(),
         }
 
@@ -373,12 +380,20 @@ class QAReader:
     def answer(
         self,
         question: str,
-        context: str,
+        context: str | Sequence = "",
         top_k: int = 1,
         max_answer_length: int = 30,
         handle_impossible: bool = False,
     ) -> list[Answer]:
-        return self.answer_batch([QAItem(question, context, top_k, max_answer_length, handle_impossible)])[0]
+        """The best ``top_k`` answers to ``question`` in ``context``: one passage (a string), or several
+        (a list of strings, of (id, text) pairs, of {"id", "text"} mappings or of Passages), read in one
+        pass of the model and ranked on one scale across them (``items.merge_passages``); each answer
+        then names its passage (``Answer.passage``) and its offsets are into that passage's text."""
+        if isinstance(context, str):
+            return self.answer_batch([QAItem(question, context, top_k, max_answer_length, handle_impossible)])[0]
+        passages = as_passages(context)
+        items = [QAItem(question, p.text, self.n_best_size, max_answer_length) for p in passages]
+        return merge_passages(self.answer_batch(items), passages, top_k, self.calibrator)
 
     def answer_batch(self, items: Iterable[QAItem | Mapping[str, Any]]) -> list[list[Answer]]:
         """Answers for many (question, context) pairs, in order, with one pass of the model over
@@ -419,4 +434,5 @@ class QAReader:
 
     def finish(self, job: "PreparedItems") -> list[list[Answer]]:
         """Spans from the logits of every window of ``job``, one answer list per item."""
-        return answers_for(job, n_best_size=self.n_best_size, null_score_diff_threshold=self.null_score_diff_threshold)
+        return answers_for(job, n_best_size=self.n_best_size, null_score_diff_threshold=self.null_score_diff_threshold,
+                           calibrator=self.calibrator)

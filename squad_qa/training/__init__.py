@@ -15,4 +15,8 @@
     checkpoint.py   resumable checkpoints (latest)
     run_log.py      metrics.jsonl
     experiments.py  configs x seeds as training runs, their results table and plot (scripts/ablate.py)
+    gpu_plan.py     the GPU machine's command: teacher, students, ship; rehearse on the CPU (`squad-qa gpu`)
+    gpu_stages.py   its stages: clock, device report, epoch sizing, parts, ship, pack
+    export.py       a run's model in float16 with its model card (scripts/export_fp16.py)
+    negatives.py    unanswerable training questions from answerable ones (SQuAD 2.0 format)
 """
