@@ -84,6 +84,13 @@ def test_a_damaged_or_stale_export_is_made_again(tiny_copy, caplog):
     caplog.clear()
     QAReader.from_pretrained(tiny_copy, backend="onnx")
     assert "exported from other weights" in caplog.text
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "int8": "some older recipe"}))
+    caplog.clear()
+    QAReader.from_pretrained(tiny_copy, backend="onnx")
+    assert "exported with other settings" in caplog.text
+    QAReader.from_pretrained(tiny_copy, backend="onnx")  # and now it is as it should be: no export
+    assert caplog.text.count("exporting it now") == 1
 
 
 @pytest.mark.parametrize("kwargs, message", [
