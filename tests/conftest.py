@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -81,16 +82,33 @@ def torchrun_train(train_args: list[str], nproc: int = 2, timeout: float = 240) 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            str(repo / "scripts" / "train_squad.py"), *train_args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail("torchrun timed out:\n" + log[-4000:])
+    # The log goes to a file, not a pipe: torchrun's workers may sit in sessions of their own, and a worker
+    # that outlives a killed torchrun would hold a pipe open and hang the test instead of failing it.
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            _kill_matching(str(repo / "scripts" / "train_squad.py"), train_args)
+            out.seek(0)
+            pytest.fail("torchrun timed out:\n" + out.read()[-4000:])
+        out.seek(0)
+        log = out.read()
     assert proc.returncode == 0, log[-4000:]
     return log
+
+
+def _kill_matching(script: str, args: list[str]) -> None:
+    """SIGKILL the processes running ``script`` with ``args`` (a timed-out torchrun's orphaned workers)."""
+    want = "\0".join([script, *args])
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and want in (proc / "cmdline").read_text():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 def load_script(path: str | Path):
