@@ -31,6 +31,7 @@ from squad_qa.model.model_dir import CheckpointError
 from squad_qa.spans.calibration import top_scores
 from squad_qa.spans.postprocess import postprocess_predictions, write_predictions
 from squad_qa.model.compute import DTYPE_CHOICES, QUANTIZE_CHOICES
+from squad_qa.model.cpu import model_threads
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             compile=args.compile,
             packed=None if args.packing else False,
             backend=args.backend,
-            threads=args.threads,
+            threads=model_threads(args.threads),  # the threads policy: physical cores unless --threads
         )
     except ValueError as e:  # CheckpointError; window geometry that does not fit the model; an impossible ensemble
         print(f"error: {e.with_hint() if isinstance(e, CheckpointError) else e}", file=sys.stderr)
