@@ -29,14 +29,9 @@ def cpu_report() -> tuple[str, list[str]]:
     """The CPU's model name and which of the instruction sets that decide our kernels it has."""
     import torch
 
-    name = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), name)
-        flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
-    except OSError:
-        pass
+    from squad_qa.model.cpu import cpu_info
+
+    name, flags = cpu_info()
     isa = [label for label, flag in (("AVX2", "avx2"), ("AVX512", "avx512f"), ("AVX512-BF16", "avx512_bf16"),
                                      ("AMX", "amx_bf16")) if flag in flags]
     isa.append(f"torch kernels: {torch.backends.cpu.get_cpu_capability()}")

@@ -1,5 +1,6 @@
 """This CPU: what kind it is, how many cores the model may use, and what serves fastest on it.
 
+    cpu_info()        the model name and flags of /proc/cpuinfo
     cpu_kind()        "amx", "avx512-bf16", "avx512-vnni", "avx512", "avx2" or "other", from /proc/cpuinfo
     physical_cores()  the cores this process may run on, each counted once (hyper-threads are not)
     model_threads(n)  the threads policy: n, else the physical cores
@@ -20,19 +21,26 @@ from pathlib import Path
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and flags, from /proc/cpuinfo (Linux; elsewhere the platform's name, no flags)."""
+    import platform
+
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return frozenset()
+        lines = []
+    fields = {}
+    for line in lines:  # the first processor's lines; the others repeat them
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = frozenset(fields.get("flags", "").split())
+    return name, flags
 
 
 def cpu_kind(flags: frozenset[str] | None = None) -> str:
     """The kinds the project runs on, from the CPU's flags (Linux; elsewhere "other")."""
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_info()[1] if flags is None else flags
     if "amx_tile" in flags:
         return "amx"
     if "avx512_bf16" in flags:
