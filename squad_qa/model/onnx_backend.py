@@ -34,7 +34,7 @@ import torch
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from squad_qa.files.atomic import atomic_dir, commit_dir
-from squad_qa.files.checksums import ChecksumError, file_sha256, read_checksums, verify_checksums, write_checksums
+from squad_qa.files.checksums import ChecksumError, file_sha256, read_checksums, write_checksums
 from squad_qa.model.batching import WINDOW_INPUTS, model_input_names
 from squad_qa.model.model_dir import CheckpointError, load_qa_model
 
@@ -140,8 +140,9 @@ def export_onnx(folder: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-def _problem(out: Path, digest: str) -> str | None:
-    """Why the export in ``out`` cannot be used as is, or None."""
+def _problem(out: Path, digest: str, served: str) -> str | None:
+    """Why the export in ``out`` cannot serve the graph ``served``, or None. Only that graph and the
+    record are hashed: a start does not read the other graph (tens of MB) for nothing."""
     if not (out / EXPORT_RECORD).is_file():
         return NOT_EXPORTED
     try:
@@ -153,9 +154,14 @@ def _problem(out: Path, digest: str) -> str | None:
     if record.get("int8") != INT8_RECIPE or record.get("opset") != OPSET:
         return "exported with other settings"
     try:
-        verify_checksums(out)
+        sums = read_checksums(out)
     except ChecksumError as e:
         return str(e)
+    for name in (served, EXPORT_RECORD):
+        if not (out / name).is_file():
+            return f"{out}: {name} is missing"
+        if sums.get(name) != file_sha256(out / name):
+            return f"{out / name} is damaged: its sha256 differs from SHA256SUMS'"
     return None
 
 
@@ -171,7 +177,7 @@ def onnx_model(folder: str | Path, quantize: str | None = None, threads: int | N
     folder = Path(folder)
     digest = _weights_digest(folder)
     out = _out_dir(folder, digest)
-    problem = _problem(out, digest)
+    problem = _problem(out, digest, FILES[quantize])
     if problem:
         # a missing export is the first start; a damaged or stale one is worth a warning line
         logger.log(logging.INFO if problem == NOT_EXPORTED else logging.WARNING,
