@@ -21,7 +21,7 @@ from service.batcher import MicroBatcher
 from service.errors import ClientGone, PayloadTooLarge
 from service.schemas import AnswerRequest, AnswerResponse, AnswerSpan, BatchAnswerResponse, ErrorBody, HealthResponse, ModelInfo
 from service.settings import ServiceSettings
-from squad_qa.inference.items import Answer, Passage, PreparedItems, merge_passages
+from squad_qa.inference.items import Answer, Passage, PreparedItems, merge_passages, passage_items
 from squad_qa.inference.reader import QAItem, QAReader
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -111,7 +111,7 @@ def _to_items(reqs: Sequence[AnswerRequest], n_best_size: int) -> list[QAItem]:
         if r.contexts is None:
             items.append(QAItem(r.question, r.context, r.top_k, r.max_answer_length, r.handle_impossible))
         else:
-            items += [QAItem(r.question, p.text, n_best_size, r.max_answer_length) for p in r.contexts]
+            items += passage_items(r.question, r.contexts, n_best_size, r.max_answer_length)
     return items
 
 

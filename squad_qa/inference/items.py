@@ -146,6 +146,12 @@ def as_passages(contexts) -> list[Passage]:
     return out
 
 
+def passage_items(question: str, passages, n_best_size: int, max_answer_length: int) -> list[QAItem]:
+    """One item per passage (anything with a ``text``), each asking for its whole n-best list, so that
+    ``merge_passages`` ranks every candidate of every passage."""
+    return [QAItem(question, p.text, n_best_size, max_answer_length) for p in passages]
+
+
 def merge_passages(per_passage: list[list[Answer]], passages: list[Passage], top_k: int,
                    calibrator: Calibrator | None = None) -> list[Answer]:
     """One ranking over every passage's candidate spans (each passage's whole n-best list): by raw

@@ -48,7 +48,7 @@ from squad_qa.spans.calibration import Calibrator
 from squad_qa.model.packing import compare_packed, disable_packing
 from squad_qa.files.run_record import read_run_record, run_args
 from squad_qa.inference.items import (Answer, PreparedItems, QAItem, answers_for, as_passages, check_items,
-                                     merge_passages)
+                                     merge_passages, passage_items)
 from squad_qa.model.compute import compile_for_inference, prepare_for_autocast, quantize_model, resolve_dtype, setup_packing
 
 
@@ -392,7 +392,7 @@ class QAReader:
         if isinstance(context, str):
             return self.answer_batch([QAItem(question, context, top_k, max_answer_length, handle_impossible)])[0]
         passages = as_passages(context)
-        items = [QAItem(question, p.text, self.n_best_size, max_answer_length) for p in passages]
+        items = passage_items(question, passages, self.n_best_size, max_answer_length)
         return merge_passages(self.answer_batch(items), passages, top_k, self.calibrator)
 
     def answer_batch(self, items: Iterable[QAItem | Mapping[str, Any]]) -> list[list[Answer]]:

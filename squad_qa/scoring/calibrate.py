@@ -24,7 +24,7 @@ import numpy as np
 from squad_qa.files.checksums import CHECKSUMS_FILE, read_checksums, write_checksums
 from squad_qa.scoring.evaluate import EvaluationInputError, read_json
 from squad_qa.scoring.metrics import exact_match_score
-from squad_qa.spans.calibration import CALIBRATOR_FILE, Calibrator, candidate_features, ece
+from squad_qa.spans.calibration import CALIBRATOR_FILE, Calibrator, best_candidate, ece
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +40,11 @@ def top_answers(data: dict, nbest: dict) -> tuple[np.ndarray, np.ndarray, np.nda
                 if not spans:
                     missing += 1
                     continue
-                f = candidate_features([c["probability"] for c in spans],
-                                       [c["start_logit"] + c["end_logit"] for c in spans])
-                top = int(np.argmax(f[:, 1]))
+                top, features = best_candidate([c["probability"] for c in spans],
+                                               [c["start_logit"] + c["end_logit"] for c in spans])
                 gold = [g["text"] for g in q.get("answers", [])]
                 half.append(a % 2)
-                feats.append(f[top])
+                feats.append(features)
                 correct.append(max((exact_match_score(spans[top]["text"], g) for g in gold), default=0.0))
                 raw.append(spans[top]["probability"])
     if missing:

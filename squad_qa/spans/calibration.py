@@ -124,7 +124,13 @@ def top_scores(nbest: dict[str, list], calibrator: Calibrator) -> dict[str, floa
         if not spans:
             out[qid] = 0.0
             continue
-        logits = [e.start_logit + e.end_logit for e in spans]
-        feats = candidate_features([e.probability for e in spans], logits)
-        out[qid] = float(calibrator.predict(feats[int(np.argmax(logits))][None, :])[0])
+        _, features = best_candidate([e.probability for e in spans], [e.start_logit + e.end_logit for e in spans])
+        out[qid] = float(calibrator.predict(features[None, :])[0])
     return out
+
+
+def best_candidate(probabilities: Sequence[float], logits: Sequence[float]) -> tuple[int, np.ndarray]:
+    """The index of the best span of one n-best list (highest logit) and its features."""
+    features = candidate_features(probabilities, logits)
+    top = int(np.argmax(features[:, 1]))
+    return top, features[top]
