@@ -47,14 +47,14 @@ def create_app(model_dir: str | Path | ModelFolder | None = None, *, reader: QAR
             path = resolve_model_dir(model_dir)  # a ModelFolder comes back as it is, checked already
             try:
                 # Loading takes seconds; off the event loop like every other model call.
-                choice = serving_choice(cfg)
+                choice, threads = serving_choice(cfg), model_threads(cfg.threads)
                 loaded = await asyncio.to_thread(
                     QAReader.from_pretrained, path, device=cfg.device, max_batch_size=cfg.model_batch_size,
                     backend=choice.backend, quantize=choice.quantize, dtype=choice.dtype, compile=cfg.compile,
-                    packed=None if cfg.packing else False, threads=model_threads(cfg.threads),
+                    packed=None if cfg.packing else False, threads=threads,
                 )
                 logger.info("backend %s, quantize %s, dtype %s, %d threads (%s)", choice.backend, choice.quantize,
-                            loaded.describe()["dtype"], model_threads(cfg.threads), choice.why)
+                            str(loaded.dtype).removeprefix("torch."), threads, choice.why)
             except CheckpointError as e:
                 logger.error("cannot serve %s: %s", path, e.with_hint())
                 raise
