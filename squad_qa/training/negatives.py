@@ -97,26 +97,27 @@ def make_negatives(dataset: dict, kind: str = "both", share: float = 0.33, seed:
                 ways = ["sentence", "paragraph"] if kind == "both" else [kind]
                 if kind == "both":
                     rng.shuffle(ways)
-                made = False
-                for way in ways:
-                    if way == "sentence":
-                        rest = without_answer_sentence(p["context"], answers[0]["answer_start"], answers[0]["text"])
-                        if rest is not None and not any(contains_answer(rest, a["text"]) for a in answers):
-                            new_pars.append({"context": rest, "qas": [_impossible(q, "sentence")]})
-                            made = True
-                    else:
-                        others = [j for j in range(len(paragraphs)) if j != pi and not any(
-                            contains_answer(paragraphs[j]["context"], a["text"]) for a in answers)]
-                        if others:
-                            new_pars[rng.choice(others)]["qas"].append(_impossible(q, "paragraph"))
-                            made = True
-                    if made:
-                        counts[f"made: {way}"] += 1
-                        break
-                if not made:
-                    counts["skipped: the answer text would stay in the passage"] += 1
+                made = next((way for way in ways if _add_twin(way, q, answers, pi, paragraphs, new_pars, rng)), None)
+                counts[f"made: {made}" if made else "skipped: the answer text would stay in the passage"] += 1
         out["data"].append({"title": article.get("title", ""), "paragraphs": new_pars})
     return out, counts
+
+
+def _add_twin(way: str, q: dict, answers: list[dict], pi: int, paragraphs: list[dict], new_pars: list[dict],
+              rng: random.Random) -> bool:
+    """Add ``q``'s unanswerable twin made the ``way`` way to ``new_pars``; False when it cannot be made."""
+    if way == "sentence":
+        rest = without_answer_sentence(paragraphs[pi]["context"], answers[0]["answer_start"], answers[0]["text"])
+        if rest is None or any(contains_answer(rest, a["text"]) for a in answers):
+            return False
+        new_pars.append({"context": rest, "qas": [_impossible(q, "sentence")]})
+        return True
+    others = [j for j in range(len(paragraphs)) if j != pi and not any(
+        contains_answer(paragraphs[j]["context"], a["text"]) for a in answers)]
+    if not others:
+        return False
+    new_pars[rng.choice(others)]["qas"].append(_impossible(q, "paragraph"))
+    return True
 
 
 def _impossible(q: dict, way: str) -> dict:
